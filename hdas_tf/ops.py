@@ -5,11 +5,13 @@ Conventions follow the PyTorch reference code so that parameter counts and sampl
 padding is explicit and symmetric, because Keras 'same' pads bottom/right only at stride 2; average
 pooling excludes the padding from its count (PyTorch ``count_include_pad=False``).
 
-BatchNorm is ``synchronized=True`` everywhere: under a multi-replica strategy the batch statistics are
-global, so a two-replica step equals a one-device step (KERAS_NOTES §1.4); on one device it is a no-op.
+BatchNorm (``BatchNorm`` below) is synchronized across replicas: under a multi-replica strategy the
+batch statistics are global, so a two-replica step equals a one-device step (KERAS_NOTES §1.4).
 """
 
 from __future__ import annotations
+
+import weakref
 
 import keras
 import tensorflow as tf
@@ -34,16 +36,106 @@ BN_MOMENTUM = 0.9
 _PACKAGE = "hdas_tf"
 
 
-def batch_norm(affine: bool, name: str | None = None) -> keras.layers.BatchNormalization:
-    """BatchNorm with the PyTorch defaults; non-affine (no γ/β) in search networks."""
-    return keras.layers.BatchNormalization(
-        epsilon=BN_EPSILON,
-        momentum=BN_MOMENTUM,
-        center=affine,
-        scale=affine,
-        synchronized=True,
-        name=name,
-    )
+_CONSTANTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _graph_constant(key, make):
+    """One constant per graph and key: a supernet has hundreds of BNs that would each add their own
+    ones/zeros/empty constants, and every graph node costs tracing time (BUILD_NOTES "Speed")."""
+    if tf.executing_eagerly():
+        return make()
+    graph = tf.compat.v1.get_default_graph()
+    cache = _CONSTANTS.setdefault(graph, {})
+    if key not in cache:
+        cache[key] = make()
+    return cache[key]
+
+
+def batch_norm(affine: bool, running_stats: bool = True, name: str | None = None) -> "BatchNorm":
+    """BatchNorm with the PyTorch defaults; non-affine (no γ/β) and batch-statistics-only in search networks."""
+    return BatchNorm(affine=affine, running_stats=running_stats, name=name)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class BatchNorm(keras.layers.Layer):
+    """Batch normalisation with PyTorch semantics, cross-replica synchronized, in few graph ops.
+
+    Why not ``keras.layers.BatchNormalization``: its synchronized variant emits ~60 graph ops per layer
+    and made tracing a supernet several times slower (BUILD_NOTES "Speed"); its unsynchronized variant
+    lets replica copies of the moving statistics diverge (KERAS_NOTES §1.4). Here one replica uses the
+    fused kernel (one op forward, one backward); several replicas all-reduce the per-channel sums, so
+    a two-replica step equals a one-device step. As in PyTorch, the running variance is updated with the
+    unbiased batch variance, and ``momentum`` is the weight of the old value (0.9 = PyTorch's 0.1).
+
+    Args:
+      affine: bool. Learn a scale γ and an offset β. Defaults to True.
+      running_stats: bool. Keep moving mean/variance for inference. False (search networks) always
+        normalises with the batch statistics, like PyTorch's ``track_running_stats=False``: a supernet
+        is only ever run on batches, and this drops two variables and their update ops per BN.
+        Defaults to True.
+      epsilon: float. Defaults to 1e-5.
+      momentum: float. Defaults to 0.9.
+    """
+
+    def __init__(self, affine: bool = True, running_stats: bool = True, epsilon: float = BN_EPSILON,
+                 momentum: float = BN_MOMENTUM, **kwargs):
+        super().__init__(**kwargs)
+        self.affine, self.running_stats, self.epsilon, self.momentum = affine, running_stats, epsilon, momentum
+
+    def build(self, shape):
+        c = shape[-1]
+        if self.affine:
+            self.gamma = self.add_weight(shape=(c,), initializer="ones", name="gamma")
+            self.beta = self.add_weight(shape=(c,), initializer="zeros", name="beta")
+        if not self.running_stats:
+            return
+        self.moving_mean = self.add_weight(shape=(c,), initializer="zeros", trainable=False, name="moving_mean")
+        self.moving_variance = self.add_weight(shape=(c,), initializer="ones", trainable=False,
+                                               name="moving_variance")
+
+    def call(self, x, training=None):
+        c = x.shape[-1]
+        if self.affine:
+            scale, offset = tf.cast(self.gamma, tf.float32), tf.cast(self.beta, tf.float32)
+        else:
+            scale = _graph_constant(("ones", c), lambda: tf.ones((c,), tf.float32))
+            offset = _graph_constant(("zeros", c), lambda: tf.zeros((c,), tf.float32))
+        if not training and self.running_stats:
+            y, _, _, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+                x=x, scale=scale, offset=offset, mean=self.moving_mean.value, variance=self.moving_variance.value,
+                epsilon=self.epsilon, is_training=False)
+            return y
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        ctx = tf.distribute.get_replica_context()
+        if replicas == 1 or ctx is None:
+            # The fused kernel returns the Bessel-corrected batch variance for the running estimate.
+            empty = _graph_constant("empty", lambda: tf.zeros((0,), tf.float32))
+            y, mean, unbiased, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+                x=x, scale=scale, offset=offset, mean=empty, variance=empty, epsilon=self.epsilon, is_training=True)
+        else:
+            xf = tf.cast(x, tf.float32)
+            count = tf.cast(tf.reduce_prod(tf.shape(xf)[:-1]), tf.float32)
+            sums = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [
+                tf.reduce_sum(xf, axis=[0, 1, 2]), tf.reduce_sum(tf.square(xf), axis=[0, 1, 2]), count])
+            mean = sums[0] / sums[2]
+            variance = tf.maximum(sums[1] / sums[2] - tf.square(mean), 0.0)
+            y = tf.cast(tf.nn.batch_normalization(xf, mean, variance, offset, scale, self.epsilon), x.dtype)
+            unbiased = variance * sums[2] / tf.maximum(sums[2] - 1.0, 1.0)
+        if not (training and self.running_stats):
+            return y
+        m = self.momentum
+        self.moving_mean.assign(self.moving_mean * m + tf.stop_gradient(mean) * (1.0 - m))
+        self.moving_variance.assign(self.moving_variance * m + tf.stop_gradient(unbiased) * (1.0 - m))
+        return y
+
+    def compute_output_shape(self, shape):
+        return shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(affine=self.affine, running_stats=self.running_stats, epsilon=self.epsilon,
+                      momentum=self.momentum)
+        return config
 
 
 def _pad(x, p: int, value: float = 0.0):
@@ -106,25 +198,55 @@ class Identity(_Op):
         return x
 
 
+# PyTorch's default conv/linear init (kaiming_uniform with a=√5): U(±1/√fan_in).
+TORCH_INIT = keras.initializers.VarianceScaling(scale=1.0 / 3.0, mode="fan_in", distribution="uniform")
+
+
+def _kernel(layer, shape, name):
+    return layer.add_weight(shape=shape, initializer=TORCH_INIT, name=name)
+
+
+def _explicit(p):
+    return [0, 0, p, p, p, p, 0, 0]
+
+
+def _conv(x, kernel, stride=1, padding=0):
+    """Convolution with symmetric zero padding inside the op (no separate Pad op in the graph)."""
+    return tf.raw_ops.Conv2D(input=x, filter=tf.cast(kernel, x.dtype), strides=[1, stride, stride, 1],
+                             padding="EXPLICIT", explicit_paddings=_explicit(padding))
+
+
+def _depthwise(x, kernel, stride=1, dilation=1, padding=0):
+    kernel = tf.cast(kernel, x.dtype)
+    if dilation == 1:
+        return tf.raw_ops.DepthwiseConv2dNative(input=x, filter=kernel, strides=[1, stride, stride, 1],
+                                                padding="EXPLICIT", explicit_paddings=_explicit(padding))
+    # The CPU depthwise kernel has no dilation, and tf.nn.depthwise_conv2d rejects stride with dilation:
+    # dilate at stride 1, then subsample, which samples the same grid as PyTorch's strided dilated conv.
+    y = tf.nn.depthwise_conv2d(_pad(x, padding), kernel, [1, 1, 1, 1], "VALID", dilations=[dilation, dilation])
+    return y if stride == 1 else y[:, ::stride, ::stride, :]
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class ReLUConvBN(_Op):
     """ReLU → k×k conv (no bias, symmetric padding) → BN: the cell preprocessing."""
 
-    def __init__(self, filters: int, kernel_size: int = 1, stride: int = 1, affine: bool = True, **kwargs):
+    def __init__(self, filters: int, kernel_size: int = 1, stride: int = 1, affine: bool = True,
+                 running_stats: bool = True, **kwargs):
         super().__init__(**kwargs)
         _check_positive("ReLUConvBN", filters=filters, kernel_size=kernel_size)
         _check_stride("ReLUConvBN", stride)
         self.filters, self.kernel_size, self.stride, self.affine = filters, kernel_size, stride, affine
-        self._args = dict(filters=filters, kernel_size=kernel_size, stride=stride, affine=affine)
-        self.conv = keras.layers.Conv2D(filters, kernel_size, strides=stride, padding="valid", use_bias=False, name="conv")
-        self.bn = batch_norm(affine, name="bn")
+        self._args = dict(filters=filters, kernel_size=kernel_size, stride=stride, affine=affine,
+                          running_stats=running_stats)
+        self.bn = batch_norm(affine, running_stats, name="bn")
 
     def build(self, shape):
-        self.conv.build(_padded_shape(shape, (self.kernel_size - 1) // 2))
-        self.bn.build(self.conv.compute_output_shape(_padded_shape(shape, (self.kernel_size - 1) // 2)))
+        self.kernel = _kernel(self, (self.kernel_size, self.kernel_size, shape[-1], self.filters), "kernel")
+        self.bn.build(_strided_shape(shape, self.stride, self.filters))
 
     def call(self, x, training=None):
-        x = self.conv(_pad(tf.nn.relu(x), (self.kernel_size - 1) // 2))
+        x = _conv(tf.nn.relu(x), self.kernel, self.stride, (self.kernel_size - 1) // 2)
         return self.bn(x, training=training)
 
     def compute_output_shape(self, shape):
@@ -136,30 +258,30 @@ class FactorizedReduce(_Op):
     """ReLU; two 1×1 stride-2 convs (the second on the input shifted by one pixel); concat; BN.
 
     The shift pads bottom/right by one and drops the first row and column, as the reference does,
-    so odd spatial sizes give the same output size as the first branch.
+    so odd spatial sizes give the same output size as the first branch. ``relu=False`` takes an input
+    that is already rectified (a search cell computes ReLU once per state for all its edges).
     """
 
-    def __init__(self, filters: int, affine: bool = True, **kwargs):
+    def __init__(self, filters: int, affine: bool = True, running_stats: bool = True, relu: bool = True, **kwargs):
         super().__init__(**kwargs)
         _check_positive("FactorizedReduce", filters=filters)
         if filters % 2:
             raise ValueError(f"FactorizedReduce: filters must be even (two halves), received {filters}")
-        self.filters, self.affine = filters, affine
-        self._args = dict(filters=filters, affine=affine)
-        half = filters // 2
-        self.conv_1 = keras.layers.Conv2D(half, 1, strides=2, padding="valid", use_bias=False, name="conv_1")
-        self.conv_2 = keras.layers.Conv2D(half, 1, strides=2, padding="valid", use_bias=False, name="conv_2")
-        self.bn = batch_norm(affine, name="bn")
+        self.filters, self.affine, self.relu = filters, affine, relu
+        self._args = dict(filters=filters, affine=affine, running_stats=running_stats, relu=relu)
+        self.bn = batch_norm(affine, running_stats, name="bn")
 
     def build(self, shape):
-        self.conv_1.build(shape)
-        self.conv_2.build(shape)
+        half = self.filters // 2
+        self.kernel_1 = _kernel(self, (1, 1, shape[-1], half), "kernel_1")
+        self.kernel_2 = _kernel(self, (1, 1, shape[-1], half), "kernel_2")
         self.bn.build(_strided_shape(shape, 2, self.filters))
 
     def call(self, x, training=None):
-        x = tf.nn.relu(x)
+        if self.relu:
+            x = tf.nn.relu(x)
         shifted = tf.pad(x, [[0, 0], [0, 1], [0, 1], [0, 0]])[:, 1:, 1:, :]
-        out = tf.concat([self.conv_1(x), self.conv_2(shifted)], axis=-1)
+        out = tf.concat([_conv(x, self.kernel_1, 2), _conv(shifted, self.kernel_2, 2)], axis=-1)
         return self.bn(out, training=training)
 
     def compute_output_shape(self, shape):
@@ -170,28 +292,29 @@ class FactorizedReduce(_Op):
 class DilConv(_Op):
     """ReLU → depthwise k×k (dilation d, stride on it) → pointwise 1×1 → BN."""
 
-    def __init__(self, filters: int, kernel_size: int, stride: int = 1, dilation: int = 2, affine: bool = True, **kwargs):
+    def __init__(self, filters: int, kernel_size: int, stride: int = 1, dilation: int = 2, affine: bool = True,
+                 running_stats: bool = True, relu: bool = True, **kwargs):
         super().__init__(**kwargs)
         _check_positive("DilConv", filters=filters, kernel_size=kernel_size, dilation=dilation)
         _check_stride("DilConv", stride)
-        self.filters, self.kernel_size, self.stride, self.dilation, self.affine = (
-            filters, kernel_size, stride, dilation, affine)
-        self._args = dict(filters=filters, kernel_size=kernel_size, stride=stride, dilation=dilation, affine=affine)
+        self.filters, self.kernel_size, self.stride, self.dilation, self.affine, self.relu = (
+            filters, kernel_size, stride, dilation, affine, relu)
+        self._args = dict(filters=filters, kernel_size=kernel_size, stride=stride, dilation=dilation, affine=affine,
+                          running_stats=running_stats, relu=relu)
         self.padding = dilation * (kernel_size - 1) // 2
-        self.depthwise = keras.layers.DepthwiseConv2D(
-            kernel_size, strides=stride, dilation_rate=dilation, padding="valid", use_bias=False, name="depthwise")
-        self.pointwise = keras.layers.Conv2D(filters, 1, use_bias=False, name="pointwise")
-        self.bn = batch_norm(affine, name="bn")
+        self.bn = batch_norm(affine, running_stats, name="bn")
 
     def build(self, shape):
-        self.depthwise.build(_padded_shape(shape, self.padding))
-        mid = _strided_shape(shape, self.stride, shape[-1])
-        self.pointwise.build(mid)
+        k = self.kernel_size
+        self.depthwise_kernel = _kernel(self, (k, k, shape[-1], 1), "depthwise_kernel")
+        self.pointwise_kernel = _kernel(self, (1, 1, shape[-1], self.filters), "pointwise_kernel")
         self.bn.build(_strided_shape(shape, self.stride, self.filters))
 
     def call(self, x, training=None):
-        x = self.depthwise(_pad(tf.nn.relu(x), self.padding))
-        return self.bn(self.pointwise(x), training=training)
+        if self.relu:
+            x = tf.nn.relu(x)
+        x = _depthwise(x, self.depthwise_kernel, self.stride, self.dilation, self.padding)
+        return self.bn(_conv(x, self.pointwise_kernel), training=training)
 
     def compute_output_shape(self, shape):
         return _strided_shape(shape, self.stride, self.filters)
@@ -201,19 +324,21 @@ class DilConv(_Op):
 class SepConv(_Op):
     """Two DilConv blocks with dilation 1; the stride only in the first (DESIGN §3)."""
 
-    def __init__(self, filters: int, kernel_size: int, stride: int = 1, affine: bool = True, **kwargs):
+    def __init__(self, filters: int, kernel_size: int, stride: int = 1, affine: bool = True,
+                 running_stats: bool = True, relu: bool = True, **kwargs):
         super().__init__(**kwargs)
         _check_positive("SepConv", filters=filters, kernel_size=kernel_size)
         _check_stride("SepConv", stride)
         self.filters, self.kernel_size, self.stride, self.affine = filters, kernel_size, stride, affine
-        self._args = dict(filters=filters, kernel_size=kernel_size, stride=stride, affine=affine)
+        self._args = dict(filters=filters, kernel_size=kernel_size, stride=stride, affine=affine,
+                          running_stats=running_stats, relu=relu)
         # Ops inside cells keep the width (C_in = C_out), so both blocks output ``filters`` channels.
-        self.block_1 = DilConv(filters, kernel_size, stride, 1, affine, name="block_1")
-        self.block_2 = DilConv(filters, kernel_size, 1, 1, affine, name="block_2")
+        self.block_1 = DilConv(filters, kernel_size, stride, 1, affine, running_stats, relu, name="block_1")
+        self.block_2 = DilConv(filters, kernel_size, 1, 1, affine, running_stats, True, name="block_2")
 
     def build(self, shape):
         self.block_1.build(shape)
-        self.block_2.build(_strided_shape(shape, self.stride, shape[-1]))
+        self.block_2.build(_strided_shape(shape, self.stride, self.filters))
 
     def call(self, x, training=None):
         return self.block_2(self.block_1(x, training=training), training=training)
@@ -230,14 +355,15 @@ class Pool(_Op):
     does with ``padding=1, count_include_pad=False``.
     """
 
-    def __init__(self, kind: str, stride: int = 1, bn: bool = True, affine: bool = True, **kwargs):
+    def __init__(self, kind: str, stride: int = 1, bn: bool = True, affine: bool = False,
+                 running_stats: bool = True, **kwargs):
         super().__init__(**kwargs)
         if kind not in ("max", "avg"):
             raise ValueError(f"Pool: kind must be 'max' or 'avg', received {kind!r}")
         _check_stride("Pool", stride)
         self.kind, self.stride, self.use_bn, self.affine = kind, stride, bn, affine
-        self._args = dict(kind=kind, stride=stride, bn=bn, affine=affine)
-        self.bn = batch_norm(affine, name="bn") if bn else None
+        self._args = dict(kind=kind, stride=stride, bn=bn, affine=affine, running_stats=running_stats)
+        self.bn = batch_norm(affine, running_stats, name="bn") if bn else None
 
     def build(self, shape):
         if self.bn is not None:
@@ -262,27 +388,24 @@ class Pool(_Op):
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class DropPath(_Op):
-    """Drops a whole op output per example with probability ``rate`` in training (scaled by 1/keep).
+    """Zeroes a whole op output per example with probability ``rate`` in training, scaling by 1/keep.
 
-    ``rate`` is a non-trainable variable so a callback can ramp it over epochs without retracing.
+    The rate is a call argument (a tensor the network owns and ramps over epochs), so changing it
+    never retraces the step function.
     """
 
     def __init__(self, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.seed = seed
         self._args = dict(seed=seed)
-        self.rate = None
         self._seed_generator = keras.random.SeedGenerator(seed)
 
-    def build(self, shape):
-        self.rate = self.add_weight(shape=(), initializer="zeros", trainable=False, name="rate")
-
-    def call(self, x, training=None):
+    def call(self, x, rate, training=None):
         if not training:
             return x
-        keep = 1.0 - tf.cast(self.rate, x.dtype)
-        mask = tf.floor(keep + keras.random.uniform(tf.stack([tf.shape(x)[0], 1, 1, 1]), seed=self._seed_generator, dtype=x.dtype))
-        return x / keep * mask
+        keep = 1.0 - tf.cast(rate, x.dtype)
+        noise = keras.random.uniform(tf.stack([tf.shape(x)[0], 1, 1, 1]), seed=self._seed_generator, dtype=x.dtype)
+        return x / keep * tf.floor(keep + noise)
 
 
 def _padded_shape(shape, p):
@@ -298,66 +421,76 @@ def _strided_shape(shape, stride, channels):
     return (shape[0], out(shape[1]), out(shape[2]), channels)
 
 
-def _skip(channels, stride, affine, pool_bn):
-    return Identity() if stride == 1 else FactorizedReduce(channels, affine=affine)
+# Ops that a search cell computes once per input state and shares between all edges leaving it: they
+# have no weights, and non-affine batch-statistics BN of the same input gives the same output.
+SHARED_OPS = ("max_pool_3x3", "avg_pool_3x3", "skip_connect", "none")
 
 
-# name → constructor(channels, stride, affine, pool_bn). One registry serves cell and stage level.
-OPS = {
-    "none": lambda c, stride, affine, pool_bn: Zero(stride),
-    "max_pool_3x3": lambda c, stride, affine, pool_bn: Pool("max", stride, bn=pool_bn, affine=False),
-    "avg_pool_3x3": lambda c, stride, affine, pool_bn: Pool("avg", stride, bn=pool_bn, affine=False),
-    "skip_connect": _skip,
-    "sep_conv_3x3": lambda c, stride, affine, pool_bn: SepConv(c, 3, stride, affine),
-    "sep_conv_5x5": lambda c, stride, affine, pool_bn: SepConv(c, 5, stride, affine),
-    "dil_conv_3x3": lambda c, stride, affine, pool_bn: DilConv(c, 3, stride, 2, affine),
-    "dil_conv_5x5": lambda c, stride, affine, pool_bn: DilConv(c, 5, stride, 2, affine),
-}
+def make_op(name: str, channels: int, stride: int = 1, affine: bool = True, pool_bn: bool = True,
+            running_stats: bool = True, relu: bool = True, op_name: str | None = None):
+    """Builds op ``name`` for ``channels`` in and out. Unknown names raise with the known ones.
 
-
-def make_op(name: str, channels: int, stride: int = 1, affine: bool = False, pool_bn: bool = True):
-    """Builds the op ``name`` for ``channels`` in and out. Unknown names raise with the known ones."""
-    if name not in OPS:
-        raise ValueError(f"unknown op {name!r}; known ops: {', '.join(CELL_OPS)}")
+    Pooling BN is never affine (as the reference); ``relu=False`` builds the conv ops for an input that
+    is already rectified.
+    """
     _check_stride(name, stride)
-    return OPS[name](channels, stride, affine, pool_bn)
+    kw = dict(name=op_name) if op_name else {}
+    if name == "none":
+        return Zero(stride, **kw)
+    if name in ("max_pool_3x3", "avg_pool_3x3"):
+        return Pool(name[:3], stride, bn=pool_bn, affine=False, running_stats=running_stats, **kw)
+    if name == "skip_connect":
+        if stride == 1:
+            return Identity(**kw)
+        return FactorizedReduce(channels, affine, running_stats, relu, **kw)
+    if name in ("sep_conv_3x3", "sep_conv_5x5"):
+        return SepConv(channels, int(name[-1]), stride, affine, running_stats, relu, **kw)
+    if name in ("dil_conv_3x3", "dil_conv_5x5"):
+        return DilConv(channels, int(name[-1]), stride, 2, affine, running_stats, relu, **kw)
+    raise ValueError(f"unknown op {name!r}; known ops: {', '.join(CELL_OPS)}")
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class MixedOp(_Op):
     """A search edge: Σ_o softmax(α_edge)_o · o(x) over the op set (DARTS Eq. 2).
 
-    The weights arrive already softmaxed. 'none' contributes zeros, so it is not computed at all.
+    Only the ops with weights of their own live here (convolutions, and FactorizedReduce for a strided
+    skip); the parameter-free ones (pooling + non-affine BN, identity) are the same for every edge that
+    leaves a state, so the cell computes them once and passes them in ``shared``. 'none' adds zeros and
+    is not computed at all. Conv ops receive the state already rectified (``relu_x``).
     """
 
     def __init__(self, op_names, channels: int, stride: int = 1, pool_bn: bool = True, **kwargs):
         super().__init__(**kwargs)
         op_names = tuple(op_names)
         for name in op_names:
-            if name not in OPS:
+            if name not in CELL_OPS:
                 raise ValueError(f"MixedOp: unknown op {name!r}; known ops: {', '.join(CELL_OPS)}")
         self.op_names, self.channels, self.stride, self.pool_bn = op_names, channels, stride, pool_bn
         self._args = dict(op_names=list(op_names), channels=channels, stride=stride, pool_bn=pool_bn)
-        self.ops = [(i, make_op(n, channels, stride, affine=False, pool_bn=pool_bn))
-                    for i, n in enumerate(op_names) if n != "none"]
-        self._layers_list = [op for _, op in self.ops]
+        self.own = []
+        for i, name in enumerate(op_names):
+            if name in SHARED_OPS and not (name == "skip_connect" and stride == 2):
+                continue
+            self.own.append((i, make_op(name, channels, stride, affine=False, pool_bn=pool_bn,
+                                        running_stats=False, relu=False, op_name=name)))
+        self._own_layers = [op for _, op in self.own]
 
     def build(self, shape):
-        for op in self._layers_list:
+        for op in self._own_layers:
             op.build(shape)
 
-    def call(self, x, weights, training=None):
+    def call(self, relu_x, weights, shared, training=None):
+        """``weights``: this edge's op weights as a list of scalars; ``shared``: name → shared output."""
         out = None
-        for i, op in self.ops:
-            y = weights[i] * op(x, training=training) if _takes_training(op) else weights[i] * op(x)
+        for i, name in enumerate(self.op_names):
+            if name in shared:
+                y = weights[i] * shared[name]
+                out = y if out is None else out + y
+        for i, op in self.own:
+            y = weights[i] * op(relu_x, training=training)
             out = y if out is None else out + y
-        if out is None:  # an op set of 'none' alone
-            out = Zero(self.stride)(x)
         return out
 
     def compute_output_shape(self, shape):
         return _strided_shape(shape, self.stride, self.channels)
-
-
-def _takes_training(op) -> bool:
-    return not isinstance(op, (Identity, Zero))

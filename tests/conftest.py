@@ -1,0 +1,38 @@
+"""pytest configuration shared by all tests: import hdas_tf from the checkout, two logical CPUs, absl flags."""
+
+import os
+import sys
+
+import pytest
+
+# Run from a checkout without installing the package.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # noqa: E402
+
+# MirroredStrategy tests need two logical CPU devices, and logical devices can only be configured
+# before TensorFlow touches any device (KERAS_NOTES §1.6). The default strategy still uses CPU:0.
+_cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(_cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+
+
+def pytest_configure(config):
+    # Under pytest absl flags are never parsed, and reading any flag would raise (KERAS_NOTES §5).
+    from absl import flags
+
+    flags.FLAGS.mark_as_parsed()
+    config.addinivalue_line("markers", "slow: longer than about a minute; run with --run-slow")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", default=False, help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: pass --run-slow to run it")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
