@@ -104,7 +104,7 @@ class SearchCell(keras.layers.Layer):
                     node = y if node is None else node + y
                 k += 1
             if node is None:  # an op set of 'none' alone
-                node = tf.zeros_like(relus[-1] if not self.reduction else states[-1])
+                node = tf.zeros_like(states[1][:, ::2, ::2, :] if self.reduction else states[1])
             states.append(node)
             if i + 1 < self.steps:
                 relus.append(tf.nn.relu(node))

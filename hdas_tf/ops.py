@@ -197,6 +197,9 @@ class Identity(_Op):
     def call(self, x):
         return x
 
+    def compute_output_shape(self, shape):
+        return shape
+
 
 # PyTorch's default conv/linear init (kaiming_uniform with a=√5): U(±1/√fan_in).
 TORCH_INIT = keras.initializers.VarianceScaling(scale=1.0 / 3.0, mode="fan_in", distribution="uniform")

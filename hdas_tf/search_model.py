@@ -158,14 +158,7 @@ class ArchitectureSearchModel(keras.Model):
             greg = tape.gradient(reg, [v.value for v in av], unconnected_gradients=tf.UnconnectedGradients.ZERO)
             ga = [g + r / n for g, r in zip(ga, greg)]
         else:
-            with tf.GradientTape(watch_accessed_variables=False) as tape:
-                tape.watch([v.value for v in av])  # α/β only: no weight-gradient kernels in the backward pass
-                logits_v = self(xv, training=True)  # BN in training mode on the val batch, as the reference
-                loss_a = _average_loss(yv, logits_v)
-                reg, terms = self._arch_regularization()
-                total = loss_a + reg / n
-            ga = tape.gradient(total, [v.value for v in av], unconnected_gradients=tf.UnconnectedGradients.ZERO)
-            correct_a = _correct_share(yv, logits_v)
+            ga, loss_a, correct_a, reg, terms = self.arch_gradients(xv, yv)
         # Coupled L2 (PyTorch Adam weight_decay): each replica adds its 1/n share, apply_gradients sums.
         ga = [g + self.arch_weight_decay * v / n for g, v in zip(ga, av)]
         self.a_optimizer.apply_gradients(zip(ga, av))
@@ -185,6 +178,22 @@ class ArchitectureSearchModel(keras.Model):
                "arch_reg": reg / n}
         out.update({k: t / n for k, t in terms.items()})
         return out
+
+    def arch_gradients(self, xv, yv):
+        """First-order ∇_A [L_val(w, A) + reg(A)/n] at the *current* weights (one replica's share).
+
+        Returns (gradients in ``arch_variables`` order, loss share, accuracy share, reg, reg terms).
+        """
+        n = tf.distribute.get_strategy().num_replicas_in_sync
+        av = [v.value for v in self._arch]
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(av)  # α/β only: no weight-gradient kernels are needed in the backward pass
+            logits_v = self(xv, training=True)  # BN in training mode on the val batch, as the reference
+            loss_a = _average_loss(yv, logits_v)
+            reg, terms = self._arch_regularization()
+            total = loss_a + reg / n
+        grads = tape.gradient(total, av, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return grads, loss_a, _correct_share(yv, logits_v), reg, terms
 
     def _unrolled_arch_grads(self, xt, yt, xv, yv):
         """Second-order ∇_A (DARTS Eq. 7–8; DESIGN §5), without mutating any variable.

@@ -1,0 +1,99 @@
+"""Run configurations as frozen dataclasses: what a search run needs, independent of how it was given.
+
+The absl mains fill these from flags; tests and notebooks build them directly. Defaults are the
+paper's CIFAR-10 settings (DESIGN §5).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+SEARCH_KINDS = ("cell", "distribution", "stage")
+STRATEGIES = ("default", "mirrored", "multi_worker")
+EDGE_RANKINGS = ("softmax", "logit")
+SELECTIONS = ("last", "best_val")
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    """Everything a search run needs.
+
+    Args (the main ones):
+      search: "cell" (DARTS / H^c-DAS), "distribution" (H^s-DAS β phase) or "stage" (H^s-DAS DAG phase).
+      cells: "shared" or "stage_specific" cell α (cell search).
+      stage: "shared" or "stage_specific" stage α (stage searches).
+      genotype: the fixed cell genotype of a stage search (registry name or file).
+      epochs, max_steps: the run stops after ``epochs`` epochs or ``max_steps`` steps in total.
+      num_examples: cap on the training examples (tiny runs).
+      unrolled: second-order architecture gradient.
+    """
+
+    search: str = "cell"
+    cells: str = "shared"
+    stage: str = "stage_specific"
+    genotype: str | None = None
+    stage_lengths: tuple[int, int, int] | None = None
+    window: int = 3
+    min_cells: int = 4
+    max_cells: int = 8
+    depth_weight: float = 1.0
+    complexity_weight: float = 0.4
+    theta: str = "uniform"
+    dataset: str = "digits"
+    data_dir: str | None = None
+    manual_dir: str | None = None
+    download: bool = False
+    image_size: int | None = None
+    num_examples: int | None = None
+    train_portion: float = 0.5
+    batch_size: int = 64
+    epochs: int = 50
+    max_steps: int | None = None
+    init_channels: int = 16
+    layers: int = 8
+    pool_bn: bool = True
+    w_lr: float = 0.025
+    w_lr_min: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    a_lr: float = 3e-4
+    a_beta1: float = 0.5
+    a_beta2: float = 0.999
+    a_weight_decay: float = 1e-3
+    unrolled: bool = False
+    edge_ranking: str = "softmax"
+    genotype_selection: str = "last"
+    seed: int = 0
+    deterministic: bool = False
+    grappler: bool = False
+    strategy: str = "default"
+    log_every: int = 10
+
+    def __post_init__(self):
+        checks = [
+            ("search", self.search, SEARCH_KINDS),
+            ("strategy", self.strategy, STRATEGIES),
+            ("edge_ranking", self.edge_ranking, EDGE_RANKINGS),
+            ("genotype_selection", self.genotype_selection, SELECTIONS),
+            ("theta", self.theta, ("uniform", "flops")),
+        ]
+        for name, value, allowed in checks:
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, received {value!r}")
+        positive = dict(batch_size=self.batch_size, epochs=self.epochs, init_channels=self.init_channels,
+                        window=self.window, log_every=self.log_every)
+        for name, value in positive.items():
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, received {value}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, received {self.max_steps}")
+        if not 0.0 < self.train_portion < 1.0:
+            raise ValueError(f"train_portion must be in (0, 1), received {self.train_portion}")
+        if self.search != "cell" and not self.genotype:
+            raise ValueError(f"a {self.search} search needs a fixed cell genotype: set genotype "
+                             "(a registry name such as DARTS_V2, or a genotype.json from a cell search)")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

@@ -1,0 +1,153 @@
+"""A search run assembled from a ``SearchConfig``: data, search space, supernet, model, optimizers, loop,
+TensorBoard and the run directory. ``python -m hdas_tf.search`` is this plus flag parsing.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from hdas_tf import data, genotypes
+from hdas_tf.configs import SearchConfig
+from hdas_tf.networks import ChainSupernet
+from hdas_tf.search_model import ArchitectureSearchModel, CosineEpochSchedule
+from hdas_tf.search_space import SearchSpace, log10_space_size
+from hdas_tf.trainer import SearchLoop, ensure_fresh_or_resume, make_strategy, peak_rss_mib, write_json_atomic
+
+
+def configure_runtime(cfg: SearchConfig) -> None:
+    """Process-wide settings; call before any graph is built."""
+    # Grappler's graph optimisation took minutes on a supernet's first step and did not make the step
+    # faster here (KERAS_NOTES §0; BUILD_NOTES "Speed"), so it is off unless asked for.
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": not cfg.grappler})
+    keras.utils.set_random_seed(cfg.seed)
+    if cfg.deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def search_space(cfg: SearchConfig, num_classes: int) -> SearchSpace:
+    """The search space a config describes."""
+    if cfg.search == "cell":
+        return SearchSpace(cells=cfg.cells, stage="chain", layers=cfg.layers, init_channels=cfg.init_channels,
+                           num_classes=num_classes)
+    lengths = tuple(cfg.stage_lengths) if cfg.stage_lengths else (6, 6, 6)
+    return SearchSpace(stage=cfg.stage, window=cfg.window, stage_lengths=lengths, min_cells=cfg.min_cells,
+                       max_cells=cfg.max_cells if cfg.search == "distribution" else None,
+                       init_channels=cfg.init_channels, num_classes=num_classes,
+                       layers=3 * (cfg.max_cells if cfg.search == "distribution" else max(lengths)) + 2)
+
+
+def derive_cell_genotype(arch: dict, space: SearchSpace, ranking: str = "softmax") -> genotypes.Genotype:
+    """Top-2 edges per node, 'none' excluded (DESIGN §5), for every α group of a cell search."""
+    cells = {group: genotypes.parse_cell_alphas(arch[f"alpha_{group}"], op_names=space.cell_ops, steps=space.steps,
+                                                ranking=ranking)
+             for group in space.cell_groups}
+    return genotypes.Genotype(cells=cells)
+
+
+def build_search(cfg: SearchConfig, strategy, info: data.DataInfo, steps_per_epoch: int):
+    """Builds (space, model, derive) inside the strategy scope."""
+    space = search_space(cfg, info.num_classes)
+    if cfg.search == "cell":
+        regularizer = None
+        derive = lambda arch: derive_cell_genotype(arch, space, cfg.edge_ranking)  # noqa: E731
+        make_supernet = lambda: ChainSupernet(space, pool_bn=cfg.pool_bn)  # noqa: E731
+    else:
+        raise ValueError(f"--search={cfg.search} is not available in this build; use --search=cell")
+    with strategy.scope():
+        supernet = make_supernet()
+        model = ArchitectureSearchModel(supernet, space.arch_shapes(), arch_regularizer=regularizer,
+                                        unrolled=cfg.unrolled, weight_decay=cfg.weight_decay,
+                                        arch_weight_decay=cfg.a_weight_decay, grad_clip=cfg.grad_clip, seed=cfg.seed)
+        # Coupled L2 and post-aggregation clipping are done in train_step: no weight_decay/clipnorm here.
+        w_opt = keras.optimizers.SGD(CosineEpochSchedule(cfg.w_lr, cfg.w_lr_min, cfg.epochs, steps_per_epoch),
+                                     momentum=cfg.momentum)
+        a_opt = keras.optimizers.Adam(cfg.a_lr, beta_1=cfg.a_beta1, beta_2=cfg.a_beta2, epsilon=1e-8)
+        model.build_all(info.image_shape, w_opt, a_opt)
+    return space, model, derive
+
+
+def run_search(cfg: SearchConfig, run_dir: str, resume: bool = False) -> dict:
+    """Runs (or resumes) a search in ``run_dir`` and returns the run summary written to run.json."""
+    t_start = time.monotonic()
+    ensure_fresh_or_resume(run_dir, resume)
+    os.makedirs(run_dir, exist_ok=True)
+    write_json_atomic(os.path.join(run_dir, "config.json"), json_ready(cfg))
+    strategy = make_strategy(cfg.strategy)
+    weight_ds, arch_ds, info = data.search_datasets(
+        cfg.dataset, batch_size=cfg.batch_size, train_portion=cfg.train_portion, seed=cfg.seed,
+        data_dir=cfg.data_dir, image_size=cfg.image_size, download=cfg.download, manual_dir=cfg.manual_dir,
+        num_examples=cfg.num_examples)
+    steps_per_epoch = data.search_batches_per_epoch(info, cfg.batch_size, cfg.train_portion, cfg.num_examples)
+    if steps_per_epoch < 1:
+        raise ValueError(f"the weight half of {cfg.dataset} has fewer examples than one batch of {cfg.batch_size}; "
+                         "lower --batch_size or raise --num_examples")
+    t_build = time.monotonic()
+    space, model, derive = build_search(cfg, strategy, info, steps_per_epoch)
+    build_s = time.monotonic() - t_build
+    logging.info("search space: %s; 10^%.1f architectures; %d weight parameters, %d architecture scalars",
+                 space, log10_space_size(space), sum(int(np.prod(v.shape)) for v in model.weight_variables),
+                 space.num_arch_params())
+
+    from hdas_tf.summaries import SummaryLogger  # TensorBoard is a leaf concern of the run
+
+    tb = SummaryLogger(os.path.join(run_dir, "tb"))
+    op_names = {name: (space.cell_ops if name.startswith("alpha_") and space.stage == "chain" else
+                       space.stage_ops if name.startswith("alpha_") else
+                       [f"n={n}" for n in space.candidate_lengths])
+                for name in space.arch_shapes()}
+
+    def on_step(step, out):
+        if step % cfg.log_every == 0:
+            lr = float(model.w_optimizer.learning_rate)
+            tb.scalars(step, {f"step/{k}": v for k, v in out.items()} | {"step/w_lr": lr})
+
+    def on_epoch_end(epoch, record, genotype):
+        step = record.step
+        tb.scalars(step, {"epoch/loss_w": record.loss_w, "epoch/acc_w": record.acc_w, "epoch/loss_a": record.loss_a,
+                          "epoch/acc_a": record.acc_a, "epoch/images_per_s": record.images_per_s,
+                          "epoch/w_lr": float(model.w_optimizer.learning_rate)}
+                   | {f"epoch/{k}": v for k, v in record.extra.items()})
+        tb.architecture(step, loop.arch_numpy(), op_names)
+        tb.genotype(step, genotype)
+        tb.flush()
+
+    dataset = tf.data.Dataset.zip((weight_ds, arch_ds)).prefetch(2)
+    loop = SearchLoop(model, strategy, dataset, run_dir, steps_per_epoch, cfg.epochs, derive,
+                      max_steps=cfg.max_steps, select=cfg.genotype_selection, log_every=cfg.log_every,
+                      on_epoch_end=on_epoch_end, on_step=on_step)
+    if resume:
+        loop.restore()
+    if int(loop.step.numpy()) == 0:
+        tb.hparams({k: v for k, v in json_ready(cfg).items() if isinstance(v, (int, float, str, bool))})
+    result = loop.run()
+    tb.close()
+    run = {
+        "config": json_ready(cfg),
+        "phases": {"build_s": build_s, "setup_s": t_build - t_start, "search": result},
+        "wall_s": time.monotonic() - t_start,
+        "images_per_s": result["images_per_s"],
+        "first_step_s": None if result["first_step_s"] is None else result["first_step_s"] + (t_build - t_start) + build_s,
+        "peak_rss_mib": peak_rss_mib(),
+        "steps": result["steps"],
+        "weight_params": int(sum(int(np.prod(v.shape)) for v in model.weight_variables)),
+        "arch_params": space.num_arch_params(),
+        "log10_space_size": log10_space_size(space),
+        "strategy": cfg.strategy,
+        "replicas": strategy.num_replicas_in_sync,
+    }
+    write_json_atomic(os.path.join(run_dir, "run.json"), run)
+    logging.info("search finished: %d steps in %.1fs (%.1f images/s), genotype in %s", result["steps"], run["wall_s"],
+                 result["images_per_s"] or 0.0, os.path.join(run_dir, "genotype.json"))
+    return run
+
+
+def json_ready(cfg: SearchConfig) -> dict:
+    import dataclasses
+
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()}
