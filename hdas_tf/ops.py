@@ -85,13 +85,15 @@ class BatchNorm(keras.layers.Layer):
     def build(self, shape):
         c = shape[-1]
         if self.affine:
-            self.gamma = self.add_weight(shape=(c,), initializer="ones", name="gamma")
-            self.beta = self.add_weight(shape=(c,), initializer="zeros", name="beta")
+            # autocast=False: statistics and affine terms stay float32 under a mixed-precision policy.
+            self.gamma = self.add_weight(shape=(c,), initializer="ones", name="gamma", autocast=False)
+            self.beta = self.add_weight(shape=(c,), initializer="zeros", name="beta", autocast=False)
         if not self.running_stats:
             return
-        self.moving_mean = self.add_weight(shape=(c,), initializer="zeros", trainable=False, name="moving_mean")
+        self.moving_mean = self.add_weight(shape=(c,), initializer="zeros", trainable=False, name="moving_mean",
+                                           autocast=False)
         self.moving_variance = self.add_weight(shape=(c,), initializer="ones", trainable=False,
-                                               name="moving_variance")
+                                               name="moving_variance", autocast=False)
 
     def call(self, x, training=None):
         c = x.shape[-1]

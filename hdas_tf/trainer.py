@@ -128,6 +128,8 @@ class SearchLoop:
         self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(run_dir, "checkpoints"),
                                                   max_to_keep=3)
         self.timings: dict = {}
+        self._step_seconds = 0.0
+        self._step_images = 0
 
     def restore(self) -> int:
         """Restores the latest checkpoint if any; returns the step to continue from."""
@@ -163,7 +165,8 @@ class SearchLoop:
         history = self._load_history()
         epoch_sums: dict = {}
         epoch_start = time.monotonic()
-        epoch_images = 0
+        epoch_images = 0  # images of timed steps (the run's first step, which traces the graph, is excluded)
+        epoch_step_s = 0.0
         global_batch = None
         first_step_s = None
         step = start_step
@@ -172,6 +175,7 @@ class SearchLoop:
             t0 = time.monotonic()
             out = {k: float(v) for k, v in step_fn(batch).items()}  # float() waits for the step
             dt = time.monotonic() - t0
+            timed = first_step_s is not None
             if first_step_s is None:
                 first_step_s = time.monotonic() - start_time
                 self.timings["first_step_s"] = first_step_s
@@ -185,7 +189,9 @@ class SearchLoop:
             self.step.assign(step)
             if global_batch is None:
                 global_batch = self._batch_size(batch)
-            epoch_images += global_batch
+            if timed:
+                epoch_images += global_batch
+                epoch_step_s += dt
             for k, v in out.items():
                 epoch_sums[k] = epoch_sums.get(k, 0.0) + v
             n_in_epoch = (step - 1) % self.steps_per_epoch + 1
@@ -203,11 +209,13 @@ class SearchLoop:
                 epoch = (step - 1) // self.steps_per_epoch + 1
                 record = EpochRecord(epoch=epoch, step=step, loss_w=means["loss_w"], acc_w=means["acc_w"],
                                      loss_a=means["loss_a"], acc_a=means["acc_a"], seconds=seconds,
-                                     images_per_s=epoch_images / max(seconds, 1e-9),
+                                     images_per_s=epoch_images / epoch_step_s if epoch_step_s else 0.0,
                                      extra={k: v for k, v in means.items()
                                             if k not in ("loss_w", "acc_w", "loss_a", "acc_a")})
                 self._end_epoch(record, history, complete=epoch_done)
-                epoch_sums, epoch_images, epoch_start = {}, 0, time.monotonic()
+                self._step_seconds += epoch_step_s
+                self._step_images += epoch_images
+                epoch_sums, epoch_images, epoch_step_s, epoch_start = {}, 0, 0.0, time.monotonic()
         summary = self._finish(history, time.monotonic() - start_time, start_step)
         return summary
 
@@ -234,9 +242,10 @@ class SearchLoop:
         save_npz_atomic(os.path.join(self.run_dir, "alphas.npz"), arch)
         # The checkpoint comes last: a restart from it never lacks the files of the epochs it covers.
         self.manager.save(checkpoint_number=int(self.step.numpy()))
-        logging.info("epoch %d done in %.1fs: loss_w %.4f acc_w %.3f loss_a %.4f acc_a %.3f, %.1f images/s; genotype %s",
-                     record.epoch, record.seconds, record.loss_w, record.acc_w, record.loss_a, record.acc_a,
-                     record.images_per_s, genotype.name or "")
+        logging.info("epoch %d done in %.1fs: loss_w %.4f acc_w %.3f loss_a %.4f acc_a %.3f, %.1f images/s; "
+                     "genotype written to %s", record.epoch, record.seconds, record.loss_w, record.acc_w,
+                     record.loss_a, record.acc_a, record.images_per_s,
+                     os.path.join(gdir, f"epoch_{record.epoch:03d}.json"))
         if self.on_epoch_end is not None:
             self.on_epoch_end(record.epoch, record, genotype)
 
@@ -259,13 +268,12 @@ class SearchLoop:
 
     def _finish(self, history, wall_s, start_step) -> dict:
         steps_run = int(self.step.numpy()) - start_step
-        train_images = sum(h["images_per_s"] * h["seconds"] for h in history if h["step"] > start_step)
-        train_seconds = sum(h["seconds"] for h in history if h["step"] > start_step)
         summary = {
             "wall_s": wall_s,
             "steps": int(self.step.numpy()),
             "steps_this_run": steps_run,
-            "images_per_s": train_images / train_seconds if train_seconds else None,
+            # Training images per second of the steps after the first (time-to-first-step is separate).
+            "images_per_s": self._step_images / self._step_seconds if self._step_seconds else None,
             "peak_rss_mib": peak_rss_mib(),
             "first_step_s": self.timings.get("first_step_s"),
             "epochs": len(history),

@@ -1,0 +1,86 @@
+"""`python -m hdas_tf.search` end to end on the bundled digits: the run directory, the genotype, resume,
+and clear errors for bad flags."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from hdas_tf.genotypes import Genotype
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--init_channels=2", "--layers=3", "--batch_size=8", "--num_examples=48", "--epochs=2", "--log_every=1",
+        "--deterministic"]
+
+
+def _search(run_dir, *extra, check=True):
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([sys.executable, "-m", "hdas_tf.search", f"--run_dir={run_dir}", *TINY, *extra],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("search") / "run"
+    proc = _search(run_dir, "--max_steps=4")
+    return run_dir, proc
+
+
+def test_run_directory_has_every_file(full_run):
+    run_dir, proc = full_run
+    for name in ("flags.cfg", "genotype.json", "alphas.npz", "run.json", "history.json", "config.json", "search.log"):
+        assert (run_dir / name).is_file(), name
+    # 48 examples → 24 in the weight half → 3 steps of 8 per epoch; --max_steps=4 ends in epoch 2.
+    assert sorted(os.listdir(run_dir / "genotypes")) == ["best_val.json", "epoch_001.json", "epoch_002.json"]
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(run_dir / "tb"))
+    assert any(f.startswith("ckpt-4") for f in os.listdir(run_dir / "checkpoints"))
+    flags_cfg = (run_dir / "flags.cfg").read_text()
+    assert "--init_channels=2" in flags_cfg and "--max_steps=4" in flags_cfg
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["steps"] == 4
+    assert run["arch_params"] == 224
+    assert run["images_per_s"] > 0 and run["first_step_s"] > 0 and run["peak_rss_mib"] > 0
+    assert "images/s" in proc.stderr
+
+
+def test_genotype_validates_and_matches_alphas(full_run):
+    run_dir, _ = full_run
+    genotype = Genotype.load(run_dir / "genotype.json")
+    genotype.validate()
+    assert genotype.cell_sharing == "shared"
+    alphas = np.load(run_dir / "alphas.npz")
+    assert sorted(alphas.files) == ["alpha_normal", "alpha_reduce"]
+    assert alphas["alpha_normal"].shape == (14, 8)
+    from hdas_tf.genotypes import parse_cell_alphas
+
+    assert genotype.cell_for("normal") == parse_cell_alphas(alphas["alpha_normal"])
+    # The final genotype is the last epoch's (the default selection rule).
+    assert Genotype.load(run_dir / "genotypes" / "epoch_002.json") == genotype
+
+
+def test_resume_continues_to_the_same_architecture(full_run, tmp_path):
+    """Interrupted after 2 steps and resumed to 4 == 4 steps in one go (deterministic ops)."""
+    run_dir, _ = full_run
+    split = tmp_path / "split"
+    _search(split, "--max_steps=2")
+    refused = _search(split, "--max_steps=4", check=False)
+    assert refused.returncode != 0 and "--resume" in refused.stderr
+    _search(split, "--max_steps=4", "--resume")
+    a, b = np.load(run_dir / "alphas.npz"), np.load(split / "alphas.npz")
+    for name in a.files:
+        np.testing.assert_array_equal(a[name], b[name])
+    assert json.loads((split / "run.json").read_text())["steps"] == 4
+
+
+def test_bad_flags_are_reported_before_any_work(tmp_path):
+    proc = _search(tmp_path / "x", "--cells=everything", check=False)
+    assert proc.returncode != 0 and "--cells" in proc.stderr
+    proc = _search(tmp_path / "y", "--search=stage", check=False)
+    assert proc.returncode != 0 and "genotype" in proc.stderr
+    assert not (tmp_path / "y" / "checkpoints").exists()
