@@ -129,7 +129,7 @@ class AuxiliaryHead(keras.layers.Layer):
         self.pool_stride = 3 if layout == "cifar" else 2
         self.bn_1 = ops.batch_norm(True, True, name="bn_1")
         self.bn_2 = ops.batch_norm(True, True, name="bn_2") if layout == "cifar" else None
-        self.classifier = keras.layers.Dense(num_classes, kernel_initializer=ops.TORCH_INIT, name="classifier")
+        self.classifier = keras.layers.Dense(num_classes, kernel_initializer=ops.torch_init(), name="classifier")
 
     def _spatial(self, shape):
         """Spatial sizes [H, W] after the pool and after the 2×2 conv (None where unknown)."""
@@ -203,7 +203,7 @@ class _EvalNetwork(keras.Model):
         self.drop_path_rate = self.add_weight(shape=(), initializer="zeros", trainable=False, autocast=False,
                                               name="drop_path_rate")
         self.auxiliary_head = AuxiliaryHead(num_classes, layout, name="auxiliary_head") if auxiliary else None
-        self.classifier = keras.layers.Dense(num_classes, kernel_initializer=ops.TORCH_INIT, name="classifier")
+        self.classifier = keras.layers.Dense(num_classes, kernel_initializer=ops.torch_init(), name="classifier")
 
     @property
     def default_image_shape(self) -> tuple:

@@ -46,14 +46,14 @@ class ChainSupernet(keras.layers.Layer):
         self.pool_bn = pool_bn
         sp = self.space
         self.stem_conv = keras.layers.Conv2D(3 * sp.init_channels, 3, padding="same", use_bias=False,
-                                            kernel_initializer=ops.TORCH_INIT, name="stem_conv")
+                                            kernel_initializer=ops.torch_init(), name="stem_conv")
         self.stem_bn = ops.batch_norm(True, name="stem_bn")
         self.cells, self.groups = [], []
         layout = chain_layout(sp.layers, sp.init_channels, 3, sp.reduction_indices())
         for i, (c, reduction, reduction_prev, _, _) in enumerate(layout):
             self.cells.append(SearchCell(c, reduction, reduction_prev, sp.cell_ops, sp.steps, pool_bn, name=f"cell_{i}"))
             self.groups.append(sp.cell_group(i))
-        self.classifier = keras.layers.Dense(sp.num_classes, kernel_initializer=ops.TORCH_INIT, name="classifier")
+        self.classifier = keras.layers.Dense(sp.num_classes, kernel_initializer=ops.torch_init(), name="classifier")
 
     def build(self, images_shape, arch_shape=None):
         # Build from shapes alone: an eager forward pass of a supernet costs as much as tracing it.
@@ -128,7 +128,8 @@ class StageSupernet(keras.layers.Layer):
         self.cell_genotype, self.pool_bn = genotype, bool(pool_bn)
         sp, c = self.space, self.space.init_channels
         distribution = sp.max_cells is not None
-        self.stem_conv = keras.layers.Conv2D(4 * c, 3, padding="same", use_bias=False, name="stem_conv")
+        self.stem_conv = keras.layers.Conv2D(4 * c, 3, padding="same", use_bias=False,
+                                            kernel_initializer=ops.torch_init(), name="stem_conv")
         self.stem_bn = ops.batch_norm(True, name="stem_bn")
         self.stages, self.reductions = [], []
         for s in range(3):
@@ -140,7 +141,7 @@ class StageSupernet(keras.layers.Layer):
                 self.reductions.append(FixedCell(c * 2 ** (s + 1), reduce["nodes"], reduce["concat"], reduction=True,
                                                  reduction_prev=False, affine=True, pool_bn=self.pool_bn,
                                                  name=f"reduce_{s + 1}"))
-        self.classifier = keras.layers.Dense(sp.num_classes, kernel_initializer=ops.TORCH_INIT, name="classifier")
+        self.classifier = keras.layers.Dense(sp.num_classes, kernel_initializer=ops.torch_init(), name="classifier")
 
     def arch_shapes(self) -> dict[str, tuple[int, ...]]:
         """Name → shape of the architecture inputs, counted from the built stages."""

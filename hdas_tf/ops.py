@@ -203,12 +203,18 @@ class Identity(_Op):
         return shape
 
 
-# PyTorch's default conv/linear init (kaiming_uniform with a=√5): U(±1/√fan_in).
-TORCH_INIT = keras.initializers.VarianceScaling(scale=1.0 / 3.0, mode="fan_in", distribution="uniform")
+def torch_init() -> keras.initializers.Initializer:
+    """PyTorch's default conv/linear init (kaiming_uniform with a=√5): U(±1/√fan_in).
+
+    A new instance per weight: a Keras initializer draws its integer seed once, at construction, so one
+    shared instance would give every kernel of the same shape the same values. The seeds come from
+    Python's ``random``, which ``keras.utils.set_random_seed`` seeds, so a seeded run is reproducible.
+    """
+    return keras.initializers.VarianceScaling(scale=1.0 / 3.0, mode="fan_in", distribution="uniform")
 
 
 def _kernel(layer, shape, name):
-    return layer.add_weight(shape=shape, initializer=TORCH_INIT, name=name)
+    return layer.add_weight(shape=shape, initializer=torch_init(), name=name)
 
 
 def _explicit(p):

@@ -56,6 +56,21 @@ def test_variable_partition_and_optimizer_slots():
     assert len(model.a_optimizer.variables) == 2 + 2 * 2
 
 
+def test_every_kernel_gets_its_own_initial_values():
+    """A shared Keras initializer instance has one fixed seed: kernels of one shape would start equal."""
+    model = _model()
+    by_shape = {}
+    for v in model.weight_variables:
+        if "kernel" in v.path:
+            by_shape.setdefault(tuple(v.shape), []).append(v.numpy().ravel())
+    pairs = [(a, b) for vs in by_shape.values() for a, b in zip(vs, vs[1:])]
+    assert len(pairs) > 50
+    assert all(not np.allclose(a, b) for a, b in pairs)
+    # Bound of PyTorch's default init: U(±1/√fan_in).
+    stem = next(v for v in model.weight_variables if "stem_conv" in v.path).numpy()
+    assert np.abs(stem).max() <= 1 / np.sqrt(3 * 3 * 3) and np.abs(stem).max() > 0.5 / np.sqrt(27)
+
+
 def test_arch_gradient_is_taken_at_the_current_weights():
     model = _model()
     _, (xv, yv) = _batch()
