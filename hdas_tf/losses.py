@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import numpy as np
 import tensorflow as tf
 
 from hdas_tf.stages import num_stage_edges, stage_edge_sources
@@ -173,43 +172,31 @@ def make_arch_regularizer(space, depth_weight: float = 1.0, complexity_weight: f
 # === θ_s as the per-cell FLOPs share (Eq. 5 option) ===
 
 
-def cell_macs(cell, channels: int, height: int, width: int, in_channels: int | None = None) -> int:
-    """Multiply-accumulates of one stride-1 cell at ``channels`` C on a height×width map.
-
-    Counted: the two 1×1 preprocessings (in_channels → C; default in_channels = C·|concat|, the stage
-    state width), and every conv op: sep_conv_k = 2 × (depthwise k² + pointwise C), dil_conv_k = 1 × the
-    same. Pooling, identity, BN and additions are not counted (the usual mult-add convention).
-    """
-    nodes = cell["nodes"] if isinstance(cell, Mapping) else cell.nodes
-    concat = cell.get("concat") if isinstance(cell, Mapping) else cell.concat
-    concat = list(range(2, len(nodes) + 2)) if concat is None else concat
-    c, hw = int(channels), int(height) * int(width)
-    c_in = c * len(concat) if in_channels is None else int(in_channels)
-    macs = 2 * hw * c_in * c
-    for node in nodes:
-        for op, _ in node:
-            if op.startswith(("sep_conv", "dil_conv")):
-                k = int(op[-1])
-                block = hw * c * k * k + hw * c * c
-                macs += 2 * block if op.startswith("sep_conv") else block
-    return macs
-
-
 def stage_flops_share(cell_genotype, init_channels: int, image_size: int) -> tuple[float, float, float]:
-    """θ_s = MACs of one normal cell of stage s / Σ over the three stages (sums to 1).
+    """θ_s = MACs of one normal cell of stage s / Σ over the three stages' (the three sum to 1).
 
-    Stage s has C_s = 2^s·C channels at the stage-1 resolution ``image_size`` halved s times (stride-2
-    reductions, PyTorch output size). With θ from here L_comp is about 1/3 of its θ = 1 value; scale γ
-    accordingly.
+    A cell of stage s has C_s = 2^s·C channels, reads a state of width C_s·|concat| (as in the stage
+    network) and runs at the stage-1 resolution ``image_size`` halved s times (PyTorch output size of the
+    stride-2 reductions). MACs follow ``macs.layer_macs`` (convolutions only, the mult-add convention).
+    With θ from here L_comp is about 1/3 of its θ = 1 value; scale γ accordingly.
 
     Args:
       cell_genotype: Genotype with cells (shared or stage-specific); stage s uses its normal{s+1} cell.
       init_channels: C.
       image_size: spatial size of the stage-1 feature map (32 for CIFAR; 28 in the ImageNet layout).
     """
+    # Imported here: macs sits above the evaluation networks in the import graph, and only this option
+    # needs it.
+    from hdas_tf.cells import FixedCell
+    from hdas_tf.macs import layer_macs
+
     macs, size = [], int(image_size)
     for s in range(3):
-        macs.append(cell_macs(cell_genotype.cell_for(f"normal{s + 1}"), init_channels * 2 ** s, size, size))
+        cell = cell_genotype.cell_for(f"normal{s + 1}")
+        channels = int(init_channels) * 2 ** s
+        layer = FixedCell(channels, cell.nodes, cell.concat)
+        state = (1, size, size, channels * len(cell.concat))
+        macs.append(layer_macs(layer, (state, state))[0])
         size = (size - 1) // 2 + 1
-    total = float(np.sum(macs))
+    total = float(sum(macs))
     return tuple(m / total for m in macs)

@@ -14,9 +14,11 @@ from absl import logging
 
 from hdas_tf import data, genotypes
 from hdas_tf.configs import SearchConfig
-from hdas_tf.networks import ChainSupernet
+from hdas_tf.losses import make_arch_regularizer, stage_flops_share
+from hdas_tf.networks import ChainSupernet, StageSupernet
 from hdas_tf.search_model import ArchitectureSearchModel, CosineEpochSchedule
 from hdas_tf.search_space import SearchSpace, log10_space_size
+from hdas_tf.stages import derive_stage_genotype
 from hdas_tf.trainer import SearchLoop, ensure_fresh_or_resume, make_strategy, peak_rss_mib, write_json_atomic
 
 
@@ -36,6 +38,10 @@ def search_space(cfg: SearchConfig, num_classes: int) -> SearchSpace:
         return SearchSpace(cells=cfg.cells, stage="chain", layers=cfg.layers, init_channels=cfg.init_channels,
                            num_classes=num_classes)
     lengths = tuple(cfg.stage_lengths) if cfg.stage_lengths else (6, 6, 6)
+    if cfg.search == "stage" and not cfg.stage_lengths:
+        # Phase 3 reads the stage lengths the distribution search chose, when its genotype carries them.
+        chosen = genotypes.resolve(cfg.genotype).stage_lengths
+        lengths = tuple(chosen) if chosen else lengths
     return SearchSpace(stage=cfg.stage, window=cfg.window, stage_lengths=lengths, min_cells=cfg.min_cells,
                        max_cells=cfg.max_cells if cfg.search == "distribution" else None,
                        init_channels=cfg.init_channels, num_classes=num_classes,
@@ -58,7 +64,20 @@ def build_search(cfg: SearchConfig, strategy, info: data.DataInfo, steps_per_epo
         derive = lambda arch: derive_cell_genotype(arch, space, cfg.edge_ranking)  # noqa: E731
         make_supernet = lambda: ChainSupernet(space, pool_bn=cfg.pool_bn)  # noqa: E731
     else:
-        raise ValueError(f"--search={cfg.search} is not available in this build; use --search=cell")
+        cell_genotype = genotypes.resolve(cfg.genotype)
+        if cell_genotype.cells is None:
+            raise ValueError(f"genotype {cfg.genotype!r} has no cells; a stage search needs a cell genotype "
+                             "(e.g. DARTS_V2, HC_DAS or a cell search's genotype.json)")
+        theta = None
+        if cfg.theta == "flops":
+            theta = stage_flops_share(cell_genotype, cfg.init_channels, info.image_shape[0])
+        regularizer = make_arch_regularizer(space, cfg.depth_weight, cfg.complexity_weight, theta)
+
+        def derive(arch):
+            stages, _, lengths = derive_stage_genotype(arch, space, cfg.edge_ranking)
+            return cell_genotype.with_stages(genotypes.Genotype(cells=None, stages=tuple(stages), stage_lengths=lengths))
+
+        make_supernet = lambda: StageSupernet(space, cell_genotype, pool_bn=cfg.pool_bn)  # noqa: E731
     with strategy.scope():
         supernet = make_supernet()
         model = ArchitectureSearchModel(supernet, space.arch_shapes(), arch_regularizer=regularizer,

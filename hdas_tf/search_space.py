@@ -134,11 +134,14 @@ class SearchSpace:
             for group in self.cell_groups:
                 shapes[f"alpha_{group}"] = (self.edges_per_cell, len(self.cell_ops))
             return shapes
-        # Stage search: one α per stage edge; edges of a stage are concatenated cell by cell.
-        n = self.cells_per_stage[0]
-        edges = sum(self.sources(j) for j in range(n))
-        for group in self.stage_groups:
-            shapes[f"alpha_{group}"] = (edges, len(self.stage_ops))
+        # Stage search: one α row per stage edge, the edges of a stage concatenated cell by cell. A shared
+        # α serves every stage and is sized for the longest one (shorter stages read its first rows).
+        rows = [sum(self.sources(j) for j in range(n)) for n in self.cells_per_stage]
+        if self.stage == "shared":
+            shapes["alpha_stage"] = (max(rows), len(self.stage_ops))
+        else:
+            for s, r in enumerate(rows):
+                shapes[f"alpha_stage{s + 1}"] = (r, len(self.stage_ops))
         if self.max_cells is not None:
             for s in range(3):
                 shapes[f"beta_stage{s + 1}"] = (len(self.candidate_lengths),)

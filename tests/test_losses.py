@@ -91,7 +91,8 @@ def test_depth_loss_ignores_none_and_other_ops():
 
 
 def test_complexity_loss_by_hand():
-    # Candidate lengths (2, 3): β1 = (0, ln3) → E[n] = 2/4 + 9/4 = 2.75; β2 = (0, 0) → 2.5; β3 = (ln3, 0) → 2.25.
+    # Candidate lengths (2, 3): β1 = (0, ln3) → E[n] = 2/4 + 9/4 = 2.75; β2 = (0, 0) → 2.5;
+    # β3 = (ln3, 0) → 2.25.
     betas = [tf.constant(b, tf.float64) for b in ([0.0, LN3], [0.0, 0.0], [LN3, 0.0])]
     np.testing.assert_allclose(losses.complexity_loss(betas, (2, 3)).numpy(), 2.75 + 2.5 + 2.25, rtol=1e-12)
     # θ = (0.5, 1, 2): 1.375 + 2.5 + 4.5 = 8.375
@@ -199,15 +200,17 @@ def test_depth_loss_rejects_bad_inputs():
         losses.expected_depths(tf.constant(ALPHA_A[:, 3:]), 3, 2, ("none",))
 
 
-def test_cell_macs_and_stage_flops_share_by_hand():
-    # One node, one sep_conv_3x3, concat [2]: C_in = C. MACs = 2·HW·C·C (preprocess) + 2·(HW·C·9 + HW·C²).
+def test_stage_flops_share_by_hand():
+    # One node, one sep_conv_3x3, concat [2] (state width C). MACs = 2·HW·C·C (the two 1×1 preprocessings)
+    # + 2·(HW·C·9 + HW·C²) (two depthwise + pointwise blocks).
     # Stage 1: C=2, 4×4: 128 + 2·(288 + 64) = 832. Stage 2: C=4, 2×2: 128 + 2·(144 + 64) = 544.
     # Stage 3: C=8, 1×1: 128 + 2·(72 + 64) = 400. Total 1776.
     cell = CellGenotype(((("sep_conv_3x3", 0),),), concat=(2,))
-    assert losses.cell_macs(cell, 2, 4, 4) == 832
-    genotype = Genotype(cells={"normal": cell, "reduce": cell})
-    share = losses.stage_flops_share(genotype, init_channels=2, image_size=4)
+    share = losses.stage_flops_share(Genotype(cells={"normal": cell, "reduce": cell}), init_channels=2, image_size=4)
     np.testing.assert_allclose(share, (832 / 1776, 544 / 1776, 400 / 1776), rtol=1e-12)
-    # dil_conv is one block; pooling and skip are free.
-    cell2 = {"nodes": [[["dil_conv_5x5", 0], ["max_pool_3x3", 1]], [["skip_connect", 2]]], "concat": [2, 3]}
-    assert losses.cell_macs(cell2, 2, 4, 4) == 2 * 16 * 4 * 2 + (16 * 2 * 25 + 16 * 4)
+    # Stage-specific cells: normal1 has a dil_conv_5x5 (one block) and free ops; normal2/3 the cell above.
+    # Stage 1: C=2, concat [2, 3] → state width 4: 2·16·4·2 + (16·2·25 + 16·4) = 256 + 864 = 1120.
+    free = CellGenotype(((("dil_conv_5x5", 0), ("max_pool_3x3", 1)), (("skip_connect", 2),)), concat=(2, 3))
+    genotype = Genotype(cells={"normal1": free, "reduce1": cell, "normal2": cell, "reduce2": cell, "normal3": cell})
+    share = losses.stage_flops_share(genotype, init_channels=2, image_size=4)
+    np.testing.assert_allclose(share, (1120 / 2064, 544 / 2064, 400 / 2064), rtol=1e-12)

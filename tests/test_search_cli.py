@@ -84,3 +84,32 @@ def test_bad_flags_are_reported_before_any_work(tmp_path):
     proc = _search(tmp_path / "y", "--search=stage", check=False)
     assert proc.returncode != 0 and "genotype" in proc.stderr
     assert not (tmp_path / "y" / "checkpoints").exists()
+
+
+def test_distribution_then_stage_search_through_the_cli(tmp_path):
+    """H^s-DAS phases 2 → 3: the distribution search writes the chosen stage lengths, the stage search reads
+    them from that genotype file and writes a genotype with cells and three stage DAGs."""
+    tiny = ["--init_channels=2", "--batch_size=4", "--num_examples=16", "--max_steps=2", "--epochs=1"]
+    dist = tmp_path / "dist"
+    _search(dist, "--search=distribution", "--genotype=DARTS_V2", "--min_cells=2", "--max_cells=3", *tiny)
+    g = Genotype.load(dist / "genotype.json")
+    g.validate(window=3)
+    from hdas_tf.genotypes import REGISTRY
+
+    assert g.cells == REGISTRY["DARTS_V2"].cells
+    assert len(g.stage_lengths) == 3 and all(2 <= n <= 3 for n in g.stage_lengths)
+    assert [len(s.cells) for s in g.stages] == list(g.stage_lengths)
+    arch = np.load(dist / "alphas.npz")
+    assert sorted(arch.files) == ["alpha_stage1", "alpha_stage2", "alpha_stage3", "beta_stage1", "beta_stage2",
+                                  "beta_stage3"]
+    assert arch["alpha_stage1"].shape == (2 + 3 + 3, 4) and arch["beta_stage1"].shape == (2,)
+    run = json.loads((dist / "run.json").read_text())
+    assert run["arch_params"] == 3 * 8 * 4 + 3 * 2
+
+    stage = tmp_path / "stage"
+    _search(stage, "--search=stage", f"--genotype={dist / 'genotype.json'}", "--stage=shared", *tiny)
+    final = Genotype.load(stage / "genotype.json")
+    final.validate(window=3)
+    assert final.cells == g.cells  # the fixed cells pass through unchanged
+    assert [len(s.cells) for s in final.stages] == list(g.stage_lengths)
+    assert sorted(np.load(stage / "alphas.npz").files) == ["alpha_stage"]
