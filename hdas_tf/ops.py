@@ -383,7 +383,12 @@ class Pool(_Op):
     def call(self, x, training=None):
         s = self.stride
         if self.kind == "max":
-            out = tf.nn.max_pool2d(x, 3, s, [[0, 0], [1, 1], [1, 1], [0, 0]])
+            # -inf padding as PyTorch; SAME at stride 1 is exactly that. Not the EXPLICIT-padding max-pool:
+            # it has no second derivative (MaxPoolGradGrad) and no builtin TFLite kernel.
+            if s == 1:
+                out = tf.nn.max_pool2d(x, 3, 1, "SAME")
+            else:
+                out = tf.nn.max_pool2d(_pad(x, 1, float("-inf")), 3, s, "VALID")
         elif s == 1:
             out = tf.nn.avg_pool2d(x, 3, 1, "SAME")  # TF's SAME average excludes padding; symmetric at k=3, s=1
         else:

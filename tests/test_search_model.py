@@ -17,9 +17,10 @@ SPACE = SearchSpace(layers=3, init_channels=2, num_classes=4,
 IMAGE = (8, 8, 3)
 
 
-def _model(unrolled=False, seed=0, grad_clip=5.0):
+def _model(unrolled=False, seed=0, grad_clip=5.0, space=None):
+    space = space or SPACE
     keras.utils.set_random_seed(seed)
-    model = ArchitectureSearchModel(ChainSupernet(SPACE), SPACE.arch_shapes(), unrolled=unrolled, grad_clip=grad_clip,
+    model = ArchitectureSearchModel(ChainSupernet(space), space.arch_shapes(), unrolled=unrolled, grad_clip=grad_clip,
                                     seed=seed)
     w_opt = keras.optimizers.SGD(CosineEpochSchedule(0.05, 0.001, 4, 10), momentum=0.9)
     a_opt = keras.optimizers.Adam(3e-3, beta_1=0.5, beta_2=0.999, epsilon=1e-8)
@@ -165,22 +166,48 @@ def test_one_device_equals_two_replicas(unrolled):
     assert max(np.abs(v.numpy()).max() for v in single.arch_variables) > 1e-3
 
 
+class SmoothSupernet(keras.layers.Layer):
+    """A tiny smooth supernet: logits = Σ_o softmax(α)_o · tanh(x W_o) V.
+
+    The DARTS supernet is full of ReLU kinks and batch statistics over a few values: on a tiny one, central
+    differences of the gradient do not converge (measured), which would test the kinks, not the formula.
+    ``ArchitectureSearchModel`` takes any supernet, so the second-order formula is checked on a smooth one.
+    """
+
+    def __init__(self, ops=3, hidden=5, classes=4, **kwargs):
+        super().__init__(**kwargs)
+        self.n_ops, self.hidden, self.classes = ops, hidden, classes
+
+    def build(self, images_shape, arch_shape=None):
+        d = int(np.prod(images_shape[1:]))
+        self.w = self.add_weight(shape=(self.n_ops, d, self.hidden), initializer="glorot_uniform", name="w")
+        self.v = self.add_weight(shape=(self.hidden, self.classes), initializer="glorot_uniform", name="v")
+
+    def call(self, images, arch, training=None):
+        x = tf.reshape(images, [tf.shape(images)[0], -1])
+        p = tf.nn.softmax(arch["alpha"])
+        h = tf.add_n([p[o] * tf.tanh(x @ self.w[o]) for o in range(self.n_ops)])
+        return h @ self.v
+
+
 def test_second_order_gradient_matches_exact_unrolled_derivative():
     """DARTS Eq. 7–8: the finite-difference arch gradient ≈ d/dA L_val(w − ξ∇_w L_train(w, A), A), exactly
-    differentiated here with nested tapes (a Hessian-vector product), on a tiny supernet."""
-    model = _model(unrolled=True)
-    (xt, yt), (xv, yv) = _batch(4)
+    differentiated here with nested tapes (a Hessian-vector product)."""
+    keras.utils.set_random_seed(3)
+    model = ArchitectureSearchModel(SmoothSupernet(), {"alpha": (3,)}, unrolled=True, seed=3)
+    model.build_all(IMAGE, keras.optimizers.SGD(0.5, momentum=0.9), keras.optimizers.Adam(3e-3))
+    model.arch_variables[0].assign([0.3, -0.2, 0.1])
+    (xt, yt), (xv, yv) = _batch(16)
     xi = float(model.w_optimizer.learning_rate)
     got, _, _ = model._unrolled_arch_grads(xt, yt, xv, yv)
 
     tv = list(model.trainable_variables)
-    ntv = [v.value for v in model.non_trainable_variables]
     arch_ids = {id(v) for v in model.arch_variables}
     is_arch = [id(v) in arch_ids for v in tv]
     values = [tf.convert_to_tensor(v.value) for v in tv]
 
     def loss(vals, x, y):
-        logits, _ = model.stateless_call(vals, ntv, x, training=True)
+        logits, _ = model.stateless_call(vals, [], x, training=True)
         return tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
 
     with tf.GradientTape() as outer:
@@ -191,10 +218,8 @@ def test_second_order_gradient_matches_exact_unrolled_derivative():
         g = inner.gradient(l_train, values)
         unrolled = [v if a else v - xi * gi for v, gi, a in zip(values, g, is_arch)]
         l_val = loss(unrolled, xv, yv)
-    exact_all = outer.gradient(l_val, values)
-    exact = [e for e, a in zip(exact_all, is_arch) if a]
-    for e, gv in zip(exact, got):
-        np.testing.assert_allclose(gv.numpy(), e.numpy(), rtol=0.05, atol=5e-5)
-    # The second-order term is not negligible here, so the check above is about that term too.
-    first, _, _, _, _ = model.arch_gradients(xv, yv)
-    assert max(np.abs(a.numpy() - b.numpy()).max() for a, b in zip(first, exact)) > 1e-5
+    exact = [e for e, a in zip(outer.gradient(l_val, values), is_arch) if a][0].numpy()
+    np.testing.assert_allclose(got[0].numpy(), exact, rtol=2e-3, atol=1e-6)
+    # The second-order term is a sizeable part of it, so the check above is about that term too.
+    first = model.arch_gradients(xv, yv)[0][0].numpy()
+    assert np.abs(first - exact).max() > 0.05 * np.abs(exact).max()
