@@ -324,26 +324,6 @@ def _num_classes(model, spec: ServingSpec) -> int:
     return int(n)
 
 
-@contextlib.contextmanager
-def _padded_max_pool():
-    """While active, ``tf.nn.max_pool2d`` with explicit padding (``ops.Pool``: one MaxPool node, padding taken
-    as -inf) is traced as the identical -inf ``tf.pad`` + VALID MaxPool: TFLite has a kernel for that, not for
-    explicit-padding MaxPool. Used only while the TFLite function is traced."""
-    original = tf.nn.max_pool2d
-
-    def max_pool2d(input, ksize, strides, padding, data_format="NHWC", name=None):  # noqa: A002 (TF's name)
-        if not isinstance(padding, str):
-            input = tf.pad(input, padding, constant_values=float("-inf"))
-            padding = "VALID"
-        return original(input, ksize, strides, padding, data_format=data_format, name=name)
-
-    tf.nn.max_pool2d = max_pool2d
-    try:
-        yield
-    finally:
-        tf.nn.max_pool2d = original
-
-
 def _write_tflite(serving: _Serving, path: str) -> list:
     """Writes the fixed-size TFLite model (outputs logits, probabilities, classes); returns the TF ops it needs
     beyond the TFLite builtins (Flex delegate), normally none.
@@ -355,8 +335,7 @@ def _write_tflite(serving: _Serving, path: str) -> list:
     spec = serving.input_spec(resize=False)
     fixed = tf.function(lambda images: serving.predict(images, resize=False), input_signature=[spec],
                         autograph=False)
-    with _padded_max_pool():
-        concrete = fixed.get_concrete_function()
+    concrete = fixed.get_concrete_function()
     names = sorted(concrete.structured_outputs)  # the frozen function returns them flat, in nest (sorted) order
     frozen = convert_variables_to_constants_v2(concrete)
     named = tf.function(lambda images: dict(zip(names, frozen(images))), input_signature=[spec], autograph=False)
