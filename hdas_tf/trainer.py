@@ -74,8 +74,12 @@ def make_strategy(kind: str = "default") -> tf.distribute.Strategy:
         return tf.distribute.get_strategy()
     if kind == "mirrored":
         gpus = tf.config.list_logical_devices("GPU")
-        devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
-        return tf.distribute.MirroredStrategy(devices)
+        if gpus:
+            return tf.distribute.MirroredStrategy([d.name for d in gpus])
+        # Logical CPUs: reduce through one device rather than collective ops (no NCCL on CPU, and collective
+        # instance keys of several strategies in one process can collide).
+        return tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")],
+                                              cross_device_ops=tf.distribute.ReductionToOneDevice())
     if kind == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"unknown strategy {kind!r}; choose default, mirrored or multi_worker")
@@ -122,7 +126,9 @@ class SearchLoop:
         with strategy.scope():
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
             self.best_val = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_val_acc")
-        self.checkpoint = tf.train.Checkpoint(model=model, w_optimizer=model.w_optimizer,
+        # Every model variable by position: tf.train.Checkpoint(model=...) skips sublayers a Keras 3 layer
+        # holds in Python lists (cells, stages), and paths are numbered per process, so not usable as keys.
+        self.checkpoint = tf.train.Checkpoint(variables=list(model.variables), w_optimizer=model.w_optimizer,
                                               a_optimizer=model.a_optimizer, step=self.step,
                                               best_val=self.best_val)
         self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(run_dir, "checkpoints"),

@@ -144,7 +144,10 @@ def test_one_device_equals_two_replicas(unrolled):
     single = _model(unrolled)
     cpus = tf.config.list_logical_devices("CPU")
     assert len(cpus) >= 2, "conftest configures two logical CPUs"
-    strategy = tf.distribute.MirroredStrategy([d.name for d in cpus[:2]])
+    # ReductionToOneDevice: no collective ops, whose instance keys can collide between the several
+    # MirroredStrategy objects one pytest process creates.
+    strategy = tf.distribute.MirroredStrategy([d.name for d in cpus[:2]],
+                                              cross_device_ops=tf.distribute.ReductionToOneDevice())
     with strategy.scope():
         mirrored = _model(unrolled)
     _copy_variables(single, mirrored)
