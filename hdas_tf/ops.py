@@ -117,12 +117,16 @@ class BatchNorm(keras.layers.Layer):
         else:
             xf = tf.cast(x, tf.float32)
             count = tf.cast(tf.reduce_prod(tf.shape(xf)[:-1]), tf.float32)
+            # Per-replica mean and centred sum of squares, combined in one all-reduce (Chan et al.):
+            # M2 = Σ M2_i + Σ n_i m_i² − n m². Unlike E[x²] − E[x]², only the between-replica term cancels.
+            local_mean, local_var = tf.nn.moments(xf, axes=[0, 1, 2])
             sums = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [
-                tf.reduce_sum(xf, axis=[0, 1, 2]), tf.reduce_sum(tf.square(xf), axis=[0, 1, 2]), count])
-            mean = sums[0] / sums[2]
-            variance = tf.maximum(sums[1] / sums[2] - tf.square(mean), 0.0)
+                count * local_mean, count * local_var, count * tf.square(local_mean), count])
+            n = sums[3]
+            mean = sums[0] / n
+            variance = tf.maximum((sums[1] + sums[2] - n * tf.square(mean)) / n, 0.0)
             y = tf.cast(tf.nn.batch_normalization(xf, mean, variance, offset, scale, self.epsilon), x.dtype)
-            unbiased = variance * sums[2] / tf.maximum(sums[2] - 1.0, 1.0)
+            unbiased = variance * n / tf.maximum(n - 1.0, 1.0)
         if not (training and self.running_stats):
             return y
         m = self.momentum

@@ -452,7 +452,7 @@ def test_drop_path():
 
 def test_batch_norm_synchronized_across_two_replicas():
     """Under MirroredStrategy the statistics are global: two replicas of half a batch equal one device."""
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
     x = rand(8, 3, 3, 2, seed=22) * 2.0 + 0.5
     with strategy.scope():
         bn = ops.BatchNorm(affine=False, running_stats=True)
