@@ -73,6 +73,18 @@ def _all_reduce_sum(values):
     return ctx.all_reduce(tf.distribute.ReduceOp.SUM, list(values))
 
 
+def apply_weight_gradients(optimizer, grads, variables, grad_clip: float, weight_decay: float) -> None:
+    """The PyTorch-parity weight update, per replica: all-reduce the global-batch gradient shares, clip the
+    global norm (after aggregation — Keras' clipnorm would clip per replica), add coupled L2, divide by the
+    replica count because ``apply_gradients`` sums over replicas again (KERAS_NOTES §1.4)."""
+    n = tf.distribute.get_strategy().num_replicas_in_sync
+    grads = _all_reduce_sum(grads)
+    if grad_clip:
+        grads, _ = tf.clip_by_global_norm(grads, grad_clip)
+    grads = [(g + weight_decay * v) / n for g, v in zip(grads, variables)]
+    optimizer.apply_gradients(zip(grads, variables))
+
+
 class ArchitectureSearchModel(keras.Model):
     """A supernet plus its architecture variables (α, β) and the bi-level ``train_step``.
 
@@ -168,11 +180,7 @@ class ArchitectureSearchModel(keras.Model):
             logits = self(xt, training=True)
             loss_w = _average_loss(yt, logits)
         gw = tape.gradient(loss_w, [v.value for v in wv], unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        gw = _all_reduce_sum(gw)
-        if self.grad_clip:
-            gw, _ = tf.clip_by_global_norm(gw, self.grad_clip)
-        gw = [(g + self.weight_decay * v) / n for g, v in zip(gw, wv)]
-        self.w_optimizer.apply_gradients(zip(gw, wv))
+        apply_weight_gradients(self.w_optimizer, gw, wv, self.grad_clip, self.weight_decay)
 
         out = {"loss_w": loss_w, "acc_w": _correct_share(yt, logits), "loss_a": loss_a, "acc_a": correct_a,
                "arch_reg": reg / n}

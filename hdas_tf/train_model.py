@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from hdas_tf.eval_networks import ChainNetwork, StageNetwork, as_genotype
 from hdas_tf.genotypes import Genotype
-from hdas_tf.search_model import _all_reduce_sum, _correct_share
+from hdas_tf.search_model import _correct_share, apply_weight_gradients
 
 _PACKAGE = "hdas_tf"
 
@@ -194,17 +194,12 @@ class TrainingModel(keras.Model):
         total), ``loss_main``, ``loss_aux`` and ``acc`` (of the main logits).
         """
         images, labels = data
-        n = tf.distribute.get_strategy().num_replicas_in_sync
         variables = self.network.trainable_variables
         with tf.GradientTape() as tape:
             outputs = self.network(images, training=True)
             loss, main, aux, logits = self.losses_of(labels, outputs)
         grads = tape.gradient(loss, [v.value for v in variables], unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        grads = _all_reduce_sum(grads)
-        if self.grad_clip:
-            grads, _ = tf.clip_by_global_norm(grads, self.grad_clip)
-        grads = [(g + self.weight_decay * v) / n for g, v in zip(grads, variables)]
-        self.w_optimizer.apply_gradients(zip(grads, variables))
+        apply_weight_gradients(self.w_optimizer, grads, variables, self.grad_clip, self.weight_decay)
         return {"loss": loss, "loss_main": main, "loss_aux": aux, "acc": _correct_share(labels, logits)}
 
     def test_step(self, data):
