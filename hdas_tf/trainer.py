@@ -74,12 +74,8 @@ def make_strategy(kind: str = "default") -> tf.distribute.Strategy:
         return tf.distribute.get_strategy()
     if kind == "mirrored":
         gpus = tf.config.list_logical_devices("GPU")
-        if gpus:
-            return tf.distribute.MirroredStrategy([d.name for d in gpus])
-        # Logical CPUs: reduce through one device rather than collective ops (no NCCL on CPU, and collective
-        # instance keys of several strategies in one process can collide).
-        return tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")],
-                                              cross_device_ops=tf.distribute.ReductionToOneDevice())
+        devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+        return tf.distribute.MirroredStrategy(devices)
     if kind == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"unknown strategy {kind!r}; choose default, mirrored or multi_worker")
