@@ -382,7 +382,7 @@ def test_search_step_one_device_equals_mirrored():
 
     single = _search_model(space, tf.distribute.get_strategy())
     initial_arch = [v.numpy() for v in single.arch_variables]
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     mirrored = _search_model(space, strategy)
     # Same construction order, so the same variables in the same order (paths differ by Keras' unique suffixes).
     assert [tuple(v.shape) for v in single.weights] == [tuple(v.shape) for v in mirrored.weights]

@@ -282,7 +282,7 @@ def test_mirrored_step_equals_single_device_step():
     x = np.random.RandomState(0).randn(8, 32, 32, 3).astype("float32")
     y = np.arange(8, dtype="int32") % 5
     results = []
-    for strategy in (tf.distribute.get_strategy(), tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())):
+    for strategy in (tf.distribute.get_strategy(), tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])):
         keras.utils.set_random_seed(0)
         with strategy.scope():
             # No auxiliary head: its BNs see 2×2 and 1×1 maps of 8 images, where the replicas' float32
