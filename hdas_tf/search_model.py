@@ -152,16 +152,24 @@ class ArchitectureSearchModel(keras.Model):
         return self.arch_regularizer({n: v.value for n, v in zip(self.arch_names, self._arch)})
 
     def train_step(self, data):
-        """One search step on a zipped ((x_train, y_train), (x_val, y_val)) per-replica batch.
+        """One search step on a zipped ((x_train, y_train), (x_val, y_val)) per-replica batch: ``arch_step``,
+        then ``weight_step`` with the updated architecture.
 
         Returns per-replica *shares* that sum over replicas to the global value: losses and accuracies
         averaged over the global batch, and the regularizer terms divided by the replica count.
         """
+        out = self.arch_step(data)
+        out.update(self.weight_step(data))
+        return out
+
+    def arch_step(self, data):
+        """The architecture half of a search step: one Adam step on ∇_A (L_val + reg) (first or second order).
+
+        Returns per-replica shares of ``loss_a``, ``acc_a``, ``arch_reg`` and the regularizer terms.
+        """
         (xt, yt), (xv, yv) = data
         n = tf.distribute.get_strategy().num_replicas_in_sync
-        av, wv = self.arch_variables, self.weight_variables
-
-        # --- architecture step (on the validation batch) ---
+        av = self.arch_variables
         if self.unrolled:
             ga, loss_a, correct_a = self._unrolled_arch_grads(xt, yt, xv, yv)
             with tf.GradientTape(watch_accessed_variables=False) as tape:
@@ -174,18 +182,23 @@ class ArchitectureSearchModel(keras.Model):
         # Coupled L2 (PyTorch Adam weight_decay): each replica adds its 1/n share, apply_gradients sums.
         ga = [g + self.arch_weight_decay * v / n for g, v in zip(ga, av)]
         self.a_optimizer.apply_gradients(zip(ga, av))
+        out = {"loss_a": loss_a, "acc_a": correct_a, "arch_reg": reg / n}
+        out.update({k: t / n for k, t in terms.items()})
+        return out
 
-        # --- weight step (on the training batch, with the updated architecture) ---
+    def weight_step(self, data):
+        """The weight half of a search step: one SGD step on the training batch at the current architecture.
+
+        Returns per-replica shares of ``loss_w`` and ``acc_w``.
+        """
+        (xt, yt), _ = data
+        wv = self.weight_variables
         with tf.GradientTape() as tape:
             logits = self(xt, training=True)
             loss_w = _average_loss(yt, logits)
         gw = tape.gradient(loss_w, [v.value for v in wv], unconnected_gradients=tf.UnconnectedGradients.ZERO)
         apply_weight_gradients(self.w_optimizer, gw, wv, self.grad_clip, self.weight_decay)
-
-        out = {"loss_w": loss_w, "acc_w": _correct_share(yt, logits), "loss_a": loss_a, "acc_a": correct_a,
-               "arch_reg": reg / n}
-        out.update({k: t / n for k, t in terms.items()})
-        return out
+        return {"loss_w": loss_w, "acc_w": _correct_share(yt, logits)}
 
     def arch_gradients(self, xv, yv):
         """First-order ∇_A [L_val(w, A) + reg(A)/n] at the *current* weights (one replica's share).
