@@ -1,0 +1,268 @@
+"""`python -m hdas_tf.benchmark`: tiny real configurations report consistent timings and sizes, the CLI prints
+one JSON object, bad flag values name the flag, and the standard-set table is built from result dicts."""
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from hdas_tf import benchmark
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = dict(steps=2, warmup=1, batch=2, init_channels=2)
+
+
+def _cli(*args):
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, "-m", "hdas_tf.benchmark", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=900)
+
+
+def _error_line(stderr: str) -> str:
+    """absl's message: the flag-parsing error line, else (UsageError, printed after the usage text) the last line."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    return next((line for line in lines if line.startswith("FATAL Flags parsing error")), lines[-1])
+
+
+def _check_timings(r, spec):
+    """The relations every result must satisfy."""
+    assert r["config"] == spec.config and r["batch"] == spec.global_batch
+    assert r["steps"] == spec.steps and r["warmup"] == spec.warmup
+    assert len(r["step_s"]) == spec.steps and all(t > 0 for t in r["step_s"])
+    assert r["step_s_median"] > 0 and r["step_s_median"] == statistics.median(r["step_s"])
+    assert r["img_per_s"] == r["batch"] / r["step_s_median"]
+    assert 0 < r["build_s"] <= r["first_step_s"]
+    assert r["first_call_s"] > 0 and r["first_step_s"] >= r["first_call_s"]
+    assert 0 < r["peak_rss_step_mib"] <= r["peak_rss_mib"]
+    assert r["machine"]["logical_cores"] >= 1 and r["machine"]["tensorflow"].startswith("2.")
+    json.dumps(r)  # JSON-ready as it is
+
+
+def test_stage_search_reports_step_parts_and_overhead_ratio():
+    from hdas_tf.search_space import SearchSpace
+
+    spec = benchmark.BenchmarkSpec(config="stage_search", stage_lengths=(1, 1, 1), image_size=16, **TINY)
+    r = benchmark.run_benchmark(spec)
+    _check_timings(r, spec)
+    assert r["order"] == 1 and r["stage_lengths"] == [1, 1, 1] and r["layers"] == 3 * 1 + 2
+    assert r["search_config"]["search"] == "stage" and r["search_config"]["unrolled"] is False
+    space = SearchSpace(stage="stage_specific", stage_lengths=(1, 1, 1), layers=5, init_channels=2)
+    assert r["arch_params"] == space.num_arch_params() > 0
+    assert r["weight_params"] > 0
+    for part in ("arch", "weight", "fwdbwd_val", "fwdbwd_train"):
+        assert len(r[f"{part}_s"]) == spec.steps
+        assert r[f"{part}_s_median"] == statistics.median(r[f"{part}_s"]) > 0
+        assert r[f"{part}_first_s"] > 0
+    assert r["overhead_ratio"] == pytest.approx(
+        r["step_s_median"] / (r["fwdbwd_val_s_median"] + r["fwdbwd_train_s_median"]), rel=1e-12)
+    assert all(np.isfinite(v) for v in r["last_step"].values())
+    assert {"loss_w", "loss_a", "acc_w", "acc_a"} <= set(r["last_step"])
+
+
+def test_train_step_of_an_evaluation_network():
+    from hdas_tf.eval_networks import build_eval_network
+    from hdas_tf.macs import count_params
+
+    spec = benchmark.BenchmarkSpec(config="train", layers=3, **TINY)
+    r = benchmark.run_benchmark(spec)
+    _check_timings(r, spec)
+    assert r["order"] is None and "overhead_ratio" not in r
+    assert "arch_s_median" not in r and r["arch_params"] is None
+    net = build_eval_network("DARTS_V2", 10, 2, 3, auxiliary=True, drop_path=True, input_shape=(32, 32, 3))
+    assert r["params"] == count_params(net) and r["weight_params"] == count_params(net, include_aux=True)
+    assert r["train_config"]["drop_path_rate"] == 0.2 and r["drop_path_rate"] == 0.2
+    assert set(r["last_step"]) == {"loss", "loss_main", "loss_aux", "acc"}
+
+
+def test_inference_and_input_pipeline():
+    spec = benchmark.BenchmarkSpec(config="inference", layers=3, steps=2, warmup=1, batch=1, init_channels=2)
+    r = benchmark.run_benchmark(spec)
+    _check_timings(r, spec)
+    assert r["batch"] == 1 and r["macs"] > 0
+    with pytest.raises(benchmark.SpecError, match=r"--batch=3 must be divisible by the 2 replicas"):
+        benchmark.run_benchmark(benchmark.BenchmarkSpec(config="inference", strategy="mirrored", batch=3))
+
+    spec = benchmark.BenchmarkSpec(config="input", batch=4, steps=3, warmup=1)
+    r = benchmark.run_benchmark(spec)
+    _check_timings(r, spec)
+    assert r["dataset"] == "digits" and r["image_shape"] == [32, 32, 3] and r["images_per_element"] == 8
+
+
+def test_cli_prints_exactly_one_json_object():
+    proc = _cli("--config=inference", "--init_channels=2", "--layers=3", "--batch=2", "--steps=2", "--warmup=1",
+                "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(proc.stdout)  # the whole of stdout is one object: logs went to stderr
+    assert r["config"] == "inference" and r["init_channels"] == 2 and r["layers"] == 3
+    assert r["img_per_s"] == r["batch"] / r["step_s_median"] == 2 / statistics.median(r["step_s"])
+
+
+@pytest.mark.slow
+def test_cli_cell_search_of_the_issue():
+    proc = _cli("--config=cell_search", "--init_channels=2", "--layers=3", "--batch=2", "--steps=2", "--warmup=1",
+                "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(proc.stdout)
+    assert r["config"] == "cell_search" and r["cells"] == "shared" and r["layers"] == 3
+    assert r["arch_params"] == 2 * 14 * 8  # normal + reduce α, 14 edges, 8 ops
+    assert r["overhead_ratio"] == pytest.approx(
+        r["step_s_median"] / (r["fwdbwd_val_s_median"] + r["fwdbwd_train_s_median"]), rel=1e-12)
+    assert 0 < r["build_s"] <= r["first_step_s"] and r["peak_rss_mib"] > 0
+
+
+@pytest.mark.slow
+def test_second_order_distribution_search_and_two_replicas():
+    spec = benchmark.BenchmarkSpec(config="distribution_search", max_cells=3, min_cells=2, order=2, skip_parts=True,
+                                   image_size=16, **TINY)
+    r = benchmark.run_benchmark(spec)
+    _check_timings(r, spec)
+    assert r["max_cells"] == 3 and r["layers"] == 3 * 3 + 2 and r["search_config"]["unrolled"] is True
+    assert "overhead_ratio" not in r
+    spec = benchmark.BenchmarkSpec(config="train", layers=3, strategy="mirrored", **TINY)
+    r = benchmark.run_benchmark(spec)
+    _check_timings(r, spec)
+    assert r["replicas"] == 2
+
+
+# === flags and errors (no model is built) ===
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["--batch=0"], "--batch"),
+    (["--config=stage_search", "--stage_lengths=6,6"], "--stage_lengths"),
+    (["--config=nope"], "--config"),
+    (["--config=train", "--order=2"], "--order"),
+    (["--recompute=true"], "--recompute"),
+])
+def test_bad_flag_values_exit_nonzero_naming_the_flag(args, flag):
+    proc = _cli(*args)
+    assert proc.returncode != 0 and "{" not in proc.stdout
+    assert flag in _error_line(proc.stderr), proc.stderr[-600:]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(min_cells=5, max_cells=4), "--min_cells=5 must not exceed --max_cells=4"),
+    (dict(config="train", genotype="NO_SUCH"), "--genotype: unknown genotype 'NO_SUCH'"),
+    (dict(order=3), "--order=3"),
+    (dict(warmup=-1), "--warmup=-1"),
+    (dict(overrides=(("batch_size", "8"),)), "--config_override=batch_size=...: set it with --batch"),
+    (dict(overrides=(("no_such_field", "1"),)), "SearchConfig has no field 'no_such_field'"),
+    (dict(overrides=(("epochs", "many"),)), "--config_override=epochs=many: cannot parse as int"),
+    (dict(config="input", overrides=(("epochs", "3"),)), "the input configuration has no model configuration"),
+])
+def test_spec_validation_names_the_flag(kwargs, message):
+    with pytest.raises(ValueError) as e:
+        benchmark.BenchmarkSpec(**kwargs)
+    assert message in str(e.value)
+
+
+def test_overrides_are_parsed_by_the_config_field_type():
+    spec = benchmark.BenchmarkSpec(overrides=(("epochs", "7"), ("theta", "flops"), ("deterministic", "true"),
+                                              ("max_steps", "none"), ("w_lr", "0.5")))
+    cfg = benchmark.search_config(spec)
+    assert (cfg.epochs, cfg.theta, cfg.deterministic, cfg.max_steps, cfg.w_lr) == (7, "flops", True, None, 0.5)
+    tcfg = benchmark.train_config(benchmark.BenchmarkSpec(config="train", overrides=(("label_smoothing", "0.1"),)))
+    assert tcfg.label_smoothing == 0.1 and tcfg.init_channels == 36 and tcfg.layers == 20 and tcfg.batch_size == 32
+    cfg = benchmark.search_config(benchmark.BenchmarkSpec(config="stage_search", order=2, batch=16))
+    assert cfg.stage_lengths == (6, 6, 6) and cfg.genotype == "DARTS_V2" and cfg.unrolled and cfg.batch_size == 16
+
+
+def test_measure_times_only_the_steps_after_the_warmup():
+    calls = []
+
+    def fn(batch):
+        calls.append(batch)
+        return {"loss": np.float32(batch)}
+
+    t = benchmark.measure(fn, iter(range(100)), steps=4, warmup=2)
+    assert calls == list(range(7))  # one tracing call, 2 warm-up, 4 timed; one batch each
+    assert len(t["step_s"]) == 4 and t["median_s"] == statistics.median(t["step_s"])
+    assert t["last"] == {"loss": 6.0} and t["first_s"] > 0
+
+
+# === the standard set ===
+
+
+def _result(row, step, rss_mib, first, overhead=None, batch=None):
+    r = {"row": row, "batch": batch or int(benchmark._flag_value(benchmark.ROWS_BY_NAME[row], "batch")), "order": 1,
+         "steps": 10, "warmup": 3, "step_s_median": step, "first_step_s": first, "peak_rss_mib": rss_mib + 100.0,
+         "peak_rss_step_mib": rss_mib, "code_version": "abc1234"}
+    r["img_per_s"] = r["batch"] / step
+    if overhead is not None:
+        r["overhead_ratio"] = overhead
+    return r
+
+
+def test_standard_table_from_result_dicts():
+    results = [_result("cell_o1_b16", 4.0, 2048.0, 61.0, overhead=1.5),
+               _result("inference_b1", 0.0125, 512.0, 7.5),
+               {"row": "stage_o2_b64", "error": "exit status 1: boom", "batch": "64"}]
+    results[1]["order"] = None
+    lines = benchmark.standard_table(results).splitlines()
+    assert lines[0] == benchmark.TABLE_HEADER and lines[1] == "|" + "---|" * 14
+    # 16/4.0 = 4 img/s against the reference's 2.24: 1.79× faster; 2.00 GiB against 2.6: 0.77.
+    assert lines[2] == ("| cell_o1_b16 | DARTS cell supernet C=16 L=8, first order | 16 | 1 | 4.00 | 4.00 | 2.00 | "
+                        "61.0 | 1.50 | 7.14 | 2.24 | 2.6 | 1.79× | 0.77 |")
+    assert lines[3] == ("| inference_b1 | DARTS_V2 evaluation network C=36 L=20, inference | 1 | — | 0.0125 | 80.0 | "
+                        "0.50 | 7.50 | — | — | — | — | — | — |")
+    assert lines[4].startswith("| stage_o2_b64 | H^s-DAS stage supernet (DARTS_V2 cells) C=16 L=20 (6-6-6), second "
+                               "order | 64 | — | failed (see results.json) |")
+    assert lines[4].endswith("| 31.5 | 2.03 | 9.6 | — | — |")
+    assert len(lines) == 5 and all(line.count("|") == 15 for line in lines)
+
+
+def test_readme_and_results_of_a_standard_run(tmp_path, monkeypatch):
+    ran = []
+
+    def fake_row(row, passed, quick):
+        ran.append((row.name, tuple(passed), quick))
+        return {**_result(row.name, 2.0, 1024.0, 30.0), "process_wall_s": 40.0, "description": row.description}
+
+    monkeypatch.setattr(benchmark, "run_row", fake_row)
+    benchmark.run_standard(["train_b32"], str(tmp_path), ["--grappler"], quick=True)
+    benchmark.run_standard(["cell_o1_b16"], str(tmp_path), [], quick=False)  # merged, in standard order
+    assert ran == [("train_b32", ("--grappler",), True), ("cell_o1_b16", (), False)]
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert [r["row"] for r in saved["results"]] == ["cell_o1_b16", "train_b32"]
+    assert saved["machine"]["logical_cores"] >= 1 and saved["date"]
+    readme = (tmp_path / "README.md").read_text()
+    assert readme.startswith("# Benchmarks") and benchmark.TABLE_HEADER in readme
+    assert "| train_b32 | DARTS_V2 evaluation network C=36 L=20 with aux, training step | 32 |" in readme
+    assert "Timed steps after warm-up: 10 after 3" in readme
+
+
+def test_committed_benchmarks_readme_is_the_no_results_rendering():
+    with open(os.path.join(ROOT, "benchmarks", "README.md")) as f:
+        assert f.read() == benchmark.render_readme([])
+
+
+def test_standard_rows_carry_the_reference_and_parse_as_specs():
+    refs = [row for row in benchmark.STANDARD_ROWS if row.reference is not None]
+    assert len(refs) == 11 and len(benchmark.STANDARD_ROWS) == 15
+    for row in refs:  # the reference's images/s is its batch over its s/step
+        batch = int(benchmark._flag_value(row, "batch"))
+        assert row.reference.img_per_s == pytest.approx(batch / row.reference.step_s, rel=0.01)
+    command = benchmark.row_command(benchmark.ROWS_BY_NAME["distribution_n6_o1_b64"], ["--steps=5"], quick=True)
+    assert command[1:3] == ["-m", "hdas_tf.benchmark"] and command[-1] == "--json"
+    assert "--max_cells=6" in command and command.index("--steps=2") < command.index("--steps=5")  # explicit wins
+
+
+def test_standard_refuses_per_row_flags():
+    proc = _cli("--standard", "--batch=8")
+    assert proc.returncode != 0 and _error_line(proc.stderr).startswith("--batch: every standard row fixes")
+
+
+@pytest.mark.slow  # ~20 s: two processes (the parent and one row) import TensorFlow
+def test_standard_subset_runs_each_row_in_its_own_process(tmp_path):
+    proc = _cli("--standard", "--rows=input_b64", "--quick", f"--out_dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    saved = json.loads((tmp_path / "results.json").read_text())
+    (r,) = saved["results"]
+    assert r["row"] == "input_b64" and r["config"] == "input" and r["batch"] == 64 and saved["quick"] is True
+    assert r["steps"] == benchmark.QUICK_STEPS and r["warmup"] == benchmark.QUICK_WARMUP
+    assert "[1/1] input_b64:" in proc.stderr
+    assert "| input_b64 | search input pipeline" in (tmp_path / "README.md").read_text()
