@@ -11,6 +11,7 @@ import keras
 import tensorflow as tf
 
 from hdas_tf import ops
+from hdas_tf import primitives as P
 
 _PACKAGE = "hdas_tf"
 
@@ -22,13 +23,26 @@ def _preprocess(channels: int, reduction_prev: bool, affine: bool, running_stats
     return ops.ReLUConvBN(channels, 1, 1, affine=affine, running_stats=running_stats, name="preprocess0")
 
 
+_POOLS = ("max_pool_3x3", "avg_pool_3x3")
+_SEP = ("sep_conv_3x3", "sep_conv_5x5")
+_DIL = ("dil_conv_3x3", "dil_conv_5x5")
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class SearchCell(keras.layers.Layer):
-    """DARTS search cell: node i = Σ_{j < i+2} MixedOp_{i,j}(state_j) (DARTS Eq. 1–2).
+    """DARTS search cell: node i = Σ_{j < i+2} MixedOp_{i,j}(state_j), MixedOp = Σ_o w_o·o (DARTS Eq. 1–2).
 
-    What does not depend on the edge is computed once per state: its ReLU (every conv op starts with
-    one), and the parameter-free ops (pooling + non-affine BN, identity), which all edges leaving the
-    state share. This changes no result and no parameter count; it cuts the graph roughly in half.
+    Built for speed on the CPU without changing any result or parameter count (BUILD_NOTES "Speed"):
+
+    - what does not depend on the edge is computed once per state: its ReLU (every conv op starts with
+      one), the parameter-free ops (pooling + non-affine BN, identity) that all edges leaving it share, and
+      the polyphase split (stride 1) or even sub-grid (stride 2) that the dilated convolutions read;
+    - the kernels of one op kind are ONE variable for all edges of the cell (e.g. ``sep_conv_3x3_depthwise``
+      [edges, 2, 3, 3, C, 1]), so the optimizer, clipping and weight decay are a few large ops, not
+      hundreds of small ones;
+    - every conv op is made of conv → BN blocks with hand-written backward passes (``primitives.block``),
+      and the op weight w_o multiplies inside the op's last (non-affine) BN, as its scale: no separate pass;
+    - 'none' is never computed (it adds w·0).
 
     Args:
       channels: int. C, the width of every node.
@@ -46,69 +60,178 @@ class SearchCell(keras.layers.Layer):
         super().__init__(**kwargs)
         if channels < 1 or steps < 1:
             raise ValueError(f"SearchCell: channels and steps must be >= 1, received {channels}, {steps}")
+        unknown = [o for o in op_names if o not in ops.CELL_OPS]
+        if unknown:
+            raise ValueError(f"SearchCell: unknown ops {unknown}; known ops: {', '.join(ops.CELL_OPS)}")
         self.channels, self.reduction, self.reduction_prev = channels, bool(reduction), bool(reduction_prev)
         self.op_names, self.steps, self.pool_bn = tuple(op_names), steps, pool_bn
+        if self.reduction and "skip_connect" in self.op_names and channels % 2:
+            raise ValueError(f"SearchCell: a reduction cell's strided skip (FactorizedReduce) needs an even "
+                             f"channel count, received {channels}")
         self.preprocess0 = _preprocess(channels, reduction_prev, affine=False, running_stats=False)
         self.preprocess1 = ops.ReLUConvBN(channels, 1, 1, affine=False, running_stats=False, name="preprocess1")
-        self.edges = []
-        for i in range(steps):
-            for j in range(i + 2):
-                stride = 2 if reduction and j < 2 else 1
-                self.edges.append(ops.MixedOp(self.op_names, channels, stride, pool_bn, name=f"edge_{i}_{j}"))
+        # Edge k = (node i, source j), node by node; its stride is 2 on edges leaving a reduction cell's inputs.
+        self.edge_sources = [j for i in range(steps) for j in range(i + 2)]
+        self.edge_nodes = [i for i in range(steps) for _ in range(i + 2)]
+        self.edge_strides = [2 if self.reduction and j < 2 else 1 for j in self.edge_sources]
+        self.edge_names = [f"edge_{i}_{j}" for i, j in zip(self.edge_nodes, self.edge_sources)]
         # Shared parameter-free ops, per source state that has outgoing edges (the last node has none).
         self.pools = []
         for j in range(steps + 1):
-            stride = 2 if reduction and j < 2 else 1
+            stride = 2 if self.reduction and j < 2 else 1
             self.pools.append([ops.Pool(name[:3], stride, bn=pool_bn, affine=False, running_stats=False,
-                                        name=f"{name}_from_{j}")
-                               for name in self.op_names if name in ("max_pool_3x3", "avg_pool_3x3")])
+                                        name=f"{name}_from_{j}") for name in self.op_names if name in _POOLS])
+        # The strided skip (FactorizedReduce) has kernels; it exists on the edges leaving a reduction cell's inputs.
+        self.strided_edges = [k for k, s in enumerate(self.edge_strides) if s == 2]
+
+    @property
+    def num_edges(self) -> int:
+        return len(self.edge_sources)
 
     def build(self, s0_shape, s1_shape=None, weights_shape=None):
         self.preprocess0.build(s0_shape)
         self.preprocess1.build(s1_shape)
-        in_shape = self.preprocess1.compute_output_shape(s1_shape)
-        k = 0
-        for i in range(self.steps):
-            for j in range(i + 2):
-                self.edges[k].build(in_shape)
-                k += 1
         for pools in self.pools:
             for pool in pools:
-                pool.build(in_shape)
+                pool.build(self.preprocess1.compute_output_shape(s1_shape))
+        c, e = self.channels, self.num_edges
+        # PyTorch init per kernel: U(±1/√fan_in), fan_in = k·k for depthwise, C for pointwise (ops.torch_init).
+        self.kernels = {}
+        for name in self.op_names:
+            if name in _SEP or name in _DIL:
+                k = int(name[-1])
+                blocks = (2,) if name in _SEP else ()
+                self.kernels[name] = (
+                    self.add_weight(shape=(e, *blocks, k, k, c, 1), initializer=ops.torch_init(k * k),
+                                    name=f"{name}_depthwise"),
+                    self.add_weight(shape=(e, *blocks, c, c), initializer=ops.torch_init(c), name=f"{name}_pointwise"))
+        if "skip_connect" in self.op_names and self.strided_edges:
+            self.kernels["skip_connect"] = (self.add_weight(
+                shape=(len(self.strided_edges), 2, c, c // 2), initializer=ops.torch_init(c),
+                name="skip_connect_factorized_reduce"),)
+        self.built = True
 
     def compute_output_shape(self, s0_shape, s1_shape=None, weights_shape=None):
         stride = 2 if self.reduction else 1
         return ops._strided_shape(s1_shape, stride, self.steps * self.channels)
 
-    def _shared(self, j, state, training):
+    def edge_kernels(self, k: int) -> dict:
+        """Edge ``k``'s kernels per op name, in the weight order and shapes of the op layers
+        (``ops.make_op``): SepConv [dw1, pw1, dw2, pw2], DilConv [dw, pw], FactorizedReduce [k1, k2]."""
+        out = {}
+        for name, variables in self.kernels.items():
+            if name == "skip_connect":
+                if k in self.strided_edges:
+                    fr = variables[0][self.strided_edges.index(k)]
+                    out[name] = [fr[0][None, None], fr[1][None, None]]
+                continue
+            dw, pw = variables[0][k], variables[1][k]
+            if name in _SEP:
+                out[name] = [dw[0], pw[0][None, None], dw[1], pw[1][None, None]]
+            else:
+                out[name] = [dw, pw[None, None]]
+        return out
+
+    # === forward ===
+
+    def _state_inputs(self, j, h, training):
+        """What every edge leaving state j reads: the state, its ReLU, the shared pools, and the grid the
+        dilated convs work on (polyphase split at stride 1, even sub-grid at stride 2)."""
         stride = 2 if self.reduction and j < 2 else 1
-        shared = {}
+        read = {"state": h, "stride": stride}
         for pool in self.pools[j]:
-            shared[f"{pool.kind}_pool_3x3"] = pool(state, training=training)
-        if "skip_connect" in self.op_names and stride == 1:
-            shared["skip_connect"] = state
-        return shared
+            read[f"{pool.kind}_pool_3x3"] = pool(h, training=training)
+        convs = [n for n in self.kernels if n != "skip_connect"]
+        if convs or (stride == 2 and "skip_connect" in self.kernels):
+            read["relu"] = r = tf.nn.relu(h)
+        if stride == 2:
+            for name in convs:  # the strided first block of a sep conv reads the padded state
+                if name in _SEP and f"pad_{name}" not in read:
+                    read[f"pad_{name}"] = P._pad(r, int(name[-1]) // 2)
+            if "skip_connect" in self.kernels:
+                read["fr_input"] = P.factorized_reduce_input(r)
+        if any(n in self.kernels for n in _DIL):
+            if stride == 2:
+                read["dil_grid"], read["dil_layout"] = P.subsample(r), "plain"
+            elif P.polyphase_ok(h.shape):
+                read["dil_grid"], read["dil_layout"] = P.to_polyphase(r), "polyphase"
+            else:
+                read["dil_grid"], read["dil_layout"] = r, "dilated"
+        return read
+
+    def _mixed_op(self, read, w, kernels):
+        """MixedOp of one edge: the terms w_o·o(state) of Σ_o (DARTS Eq. 2), 'none' omitted.
+
+        ``w``: this edge's op weights (scalars); ``kernels[name]``: this edge's kernels. Each conv op is made
+        of ``primitives.block``s whose last one carries w_o as its BN scale."""
+        terms, dil = [], []
+        for o, name in enumerate(self.op_names):
+            if name in _POOLS:
+                terms.append(w[o] * read[name])
+            elif name == "skip_connect":
+                if read["stride"] == 1:
+                    terms.append(w[o] * read["state"])
+                else:
+                    kernel = P.factorized_reduce_kernel(*kernels[name])
+                    terms.append(P.block(read["fr_input"], None, conv_kernel=kernel, conv_stride=2, weight=w[o]))
+            elif name in _SEP:
+                dw1, pw1, dw2, pw2 = kernels[name]
+                if read["stride"] == 1:
+                    y = P.block(read["relu"], pw1, depthwise_kernel=dw1)
+                else:
+                    y = P.block(read[f"pad_{name}"], pw1, depthwise_kernel=dw1, stride=2, padding="VALID")
+                terms.append(P.block(tf.nn.relu(y), pw2, depthwise_kernel=dw2, weight=w[o]))
+            elif name in _DIL:
+                dw, pw = kernels[name]
+                if read["dil_layout"] == "dilated":  # odd sizes: TF's dilated kernel on the plain grid
+                    x = P._depthwise(read["dil_grid"], dw, 1, 2, dw.shape[0] - 1)
+                    dil.append(P.block(x, pw, weight=w[o]))
+                else:
+                    dil.append(P.block(read["dil_grid"], pw, depthwise_kernel=dw, weight=w[o]))
+        if dil:
+            # Both dilated ops of the edge live on the same grid: sum there, map back once.
+            d = dil[0] if len(dil) == 1 else dil[0] + dil[1]
+            terms.append(P.from_polyphase(d) if read["dil_layout"] == "polyphase" else d)
+        return terms
+
+    def _edge_kernel_lists(self, dtype):
+        """Per op name, per edge, the tuple of that edge's kernels (one Unpack per stacked variable)."""
+        per_edge = {}
+        e = self.num_edges
+        for name, variables in self.kernels.items():
+            if name == "skip_connect":
+                fr = tf.unstack(tf.cast(tf.reshape(variables[0], (-1, *variables[0].shape[2:])), dtype))
+                per_edge[name] = {k: (fr[2 * n], fr[2 * n + 1]) for n, k in enumerate(self.strided_edges)}
+                continue
+            dw_var, pw_var = variables
+            dw = tf.unstack(tf.cast(tf.reshape(dw_var, (-1, *dw_var.shape[-4:])), dtype))
+            pw = tf.unstack(tf.cast(tf.reshape(pw_var, (-1, *pw_var.shape[-2:])), dtype))
+            if name in _SEP:
+                per_edge[name] = {k: (dw[2 * k], pw[2 * k], dw[2 * k + 1], pw[2 * k + 1]) for k in range(e)}
+            else:
+                per_edge[name] = {k: (dw[k], pw[k]) for k in range(e)}
+        return per_edge
 
     def call(self, s0, s1, weights, training=None):
         n_ops = len(self.op_names)
         flat = tf.unstack(tf.reshape(tf.cast(weights, s1.dtype), [-1]))  # one op, not one slice per scalar
+        kernels = self._edge_kernel_lists(s1.dtype)
         states = [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
-        relus = [tf.nn.relu(h) for h in states]
-        shared = [self._shared(j, h, training) for j, h in enumerate(states)]
+        reads = [self._state_inputs(j, h, training) for j, h in enumerate(states)]
         k = 0
         for i in range(self.steps):
-            node = None
+            terms = []
             for j in range(i + 2):
-                y = self.edges[k](relus[j], flat[k * n_ops:(k + 1) * n_ops], shared[j], training=training)
-                if y is not None:
-                    node = y if node is None else node + y
+                edge_kernels = {name: per_edge[k] for name, per_edge in kernels.items() if k in per_edge}
+                terms += self._mixed_op(reads[j], flat[k * n_ops:(k + 1) * n_ops], edge_kernels)
                 k += 1
-            if node is None:  # an op set of 'none' alone
+            if terms:
+                node = tf.add_n(terms)
+            else:  # an op set of 'none' alone
                 node = tf.zeros_like(states[1][:, ::2, ::2, :] if self.reduction else states[1])
             states.append(node)
             if i + 1 < self.steps:
-                relus.append(tf.nn.relu(node))
-                shared.append(self._shared(i + 2, node, training))
+                reads.append(self._state_inputs(i + 2, node, training))
         return tf.concat(states[2:], axis=-1)
 
     def get_config(self):

@@ -27,6 +27,7 @@ class SearchConfig:
       epochs, max_steps: the run stops after ``epochs`` epochs or ``max_steps`` steps in total.
       num_examples: cap on the training examples (tiny runs).
       unrolled: second-order architecture gradient.
+      recompute: keep only block inputs for the backward pass and recompute the rest (less memory).
     """
 
     search: str = "cell"
@@ -68,6 +69,7 @@ class SearchConfig:
     seed: int = 0
     deterministic: bool = False
     grappler: bool = False
+    recompute: bool = False
     strategy: str = "default"
     log_every: int = 10
 

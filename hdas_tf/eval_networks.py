@@ -20,7 +20,7 @@ import warnings
 import keras
 import tensorflow as tf
 
-from hdas_tf import ops
+from hdas_tf import ops, primitives
 from hdas_tf.cells import FixedCell
 from hdas_tf.genotypes import Genotype, resolve
 from hdas_tf.networks import chain_layout
@@ -93,7 +93,7 @@ class ConvBN(keras.layers.Layer):
         self.bn.build(self.compute_output_shape(shape))
 
     def call(self, x, training=None):
-        return self.bn(ops._conv(x, self.kernel, self.stride, (self.kernel_size - 1) // 2), training=training)
+        return self.bn(primitives._conv(x, self.kernel, self.stride, (self.kernel_size - 1) // 2), training=training)
 
     def compute_output_shape(self, shape):
         return ops._strided_shape(shape, self.stride, self.filters)
@@ -153,8 +153,8 @@ class AuxiliaryHead(keras.layers.Layer):
 
     def call(self, x, training=None):
         x = tf.nn.avg_pool2d(tf.nn.relu(x), 5, self.pool_stride, "VALID")
-        x = tf.nn.relu(self.bn_1(ops._conv(x, self.kernel_1), training=training))
-        x = ops._conv(x, self.kernel_2)
+        x = tf.nn.relu(self.bn_1(primitives._conv(x, self.kernel_1), training=training))
+        x = primitives._conv(x, self.kernel_2)
         if self.bn_2 is not None:
             x = self.bn_2(x, training=training)
         x = tf.nn.relu(x)

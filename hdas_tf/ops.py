@@ -2,8 +2,9 @@
 
 Conventions follow the PyTorch reference code so that parameter counts and sampling grids match
 (DESIGN §3): convolutions have no bias; BatchNorm uses epsilon 1e-5 and momentum 0.9 (PyTorch's 0.1);
-padding is explicit and symmetric, because Keras 'same' pads bottom/right only at stride 2; average
-pooling excludes the padding from its count (PyTorch ``count_include_pad=False``).
+padding is symmetric, because Keras 'same' pads bottom/right only at stride 2; average pooling excludes the
+padding from its count (PyTorch ``count_include_pad=False``). The tensor work is in ``primitives``: in training
+mode every conv op is made of conv → BN blocks with hand-written backward passes (``primitives.block``).
 
 BatchNorm (``BatchNorm`` below) is synchronized across replicas: under a multi-replica strategy the
 batch statistics are global, so a two-replica step equals a one-device step (KERAS_NOTES §1.4).
@@ -11,10 +12,13 @@ batch statistics are global, so a two-replica step equals a one-device step (KER
 
 from __future__ import annotations
 
-import weakref
+import math
 
 import keras
 import tensorflow as tf
+
+from hdas_tf import primitives as P
+from hdas_tf.primitives import normalize_batch, ones_vector, zeros_vector
 
 # Canonical op order of the cell level, 'none' last (DESIGN §3). Index order is part of the checkpoint
 # format: α's last axis follows this tuple (or the op subset a search space names, in this order).
@@ -34,21 +38,6 @@ STAGE_OPS = ("max_pool_3x3", "avg_pool_3x3", "skip_connect", "none")
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
 _PACKAGE = "hdas_tf"
-
-
-_CONSTANTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def _graph_constant(key, make):
-    """One constant per graph and key: a supernet has hundreds of BNs that would each add their own
-    ones/zeros/empty constants, and every graph node costs tracing time (BUILD_NOTES "Speed")."""
-    if tf.executing_eagerly():
-        return make()
-    graph = tf.compat.v1.get_default_graph()
-    cache = _CONSTANTS.setdefault(graph, {})
-    if key not in cache:
-        cache[key] = make()
-    return cache[key]
 
 
 def batch_norm(affine: bool, running_stats: bool = True, name: str | None = None) -> "BatchNorm":
@@ -96,43 +85,28 @@ class BatchNorm(keras.layers.Layer):
                                                name="moving_variance", autocast=False)
 
     def call(self, x, training=None):
-        c = x.shape[-1]
-        if self.affine:
-            scale, offset = tf.cast(self.gamma, tf.float32), tf.cast(self.beta, tf.float32)
-        else:
-            scale = _graph_constant(("ones", c), lambda: tf.ones((c,), tf.float32))
-            offset = _graph_constant(("zeros", c), lambda: tf.zeros((c,), tf.float32))
+        scale, offset = self.scale_offset(x.shape[-1])
         if not training and self.running_stats:
             y, _, _, _, _, _ = tf.raw_ops.FusedBatchNormV3(
                 x=x, scale=scale, offset=offset, mean=self.moving_mean.value, variance=self.moving_variance.value,
                 epsilon=self.epsilon, is_training=False)
             return y
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        ctx = tf.distribute.get_replica_context()
-        if replicas == 1 or ctx is None:
-            # The fused kernel returns the Bessel-corrected batch variance for the running estimate.
-            empty = _graph_constant("empty", lambda: tf.zeros((0,), tf.float32))
-            y, mean, unbiased, _, _, _ = tf.raw_ops.FusedBatchNormV3(
-                x=x, scale=scale, offset=offset, mean=empty, variance=empty, epsilon=self.epsilon, is_training=True)
-        else:
-            xf = tf.cast(x, tf.float32)
-            count = tf.cast(tf.reduce_prod(tf.shape(xf)[:-1]), tf.float32)
-            # Per-replica mean and centred sum of squares, combined in one all-reduce (Chan et al.):
-            # M2 = Σ M2_i + Σ n_i m_i² − n m². Unlike E[x²] − E[x]², only the between-replica term cancels.
-            local_mean, local_var = tf.nn.moments(xf, axes=[0, 1, 2])
-            sums = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [
-                count * local_mean, count * local_var, count * tf.square(local_mean), count])
-            n = sums[3]
-            mean = sums[0] / n
-            variance = tf.maximum((sums[1] + sums[2] - n * tf.square(mean)) / n, 0.0)
-            y = tf.cast(tf.nn.batch_normalization(xf, mean, variance, offset, scale, self.epsilon), x.dtype)
-            unbiased = variance * n / tf.maximum(n - 1.0, 1.0)
-        if not (training and self.running_stats):
-            return y
+        y, mean, unbiased = normalize_batch(x, scale, offset, self.epsilon)
+        if training and self.running_stats:
+            self.update_running(mean, unbiased)
+        return y
+
+    def scale_offset(self, c: int):
+        """(γ, β) as float32, or ones/zeros when not affine."""
+        if self.affine:
+            return tf.cast(self.gamma, tf.float32), tf.cast(self.beta, tf.float32)
+        return ones_vector(c), zeros_vector(c)
+
+    def update_running(self, mean, unbiased):
+        """Running averages after a training-mode pass (PyTorch: unbiased variance, momentum = old weight)."""
         m = self.momentum
         self.moving_mean.assign(self.moving_mean * m + tf.stop_gradient(mean) * (1.0 - m))
         self.moving_variance.assign(self.moving_variance * m + tf.stop_gradient(unbiased) * (1.0 - m))
-        return y
 
     def compute_output_shape(self, shape):
         return shape
@@ -144,10 +118,28 @@ class BatchNorm(keras.layers.Layer):
         return config
 
 
-def _pad(x, p: int, value: float = 0.0):
-    if p == 0:
-        return x
-    return tf.pad(x, [[0, 0], [p, p], [p, p], [0, 0]], constant_values=value)
+def _conv_bn(bn: BatchNorm, x, training, pointwise_kernel=None, depthwise_kernel=None, stride=1, padding="SAME",
+             conv_kernel=None, conv_stride=1):
+    """[depthwise →] 1×1 (or ``conv_kernel``) → ``bn``: one fused block with a hand-written backward pass in
+    training mode (``primitives.block``), plain ops and the moving statistics in inference."""
+    if not training and bn.running_stats:
+        a = x if depthwise_kernel is None else P.depthwise(x, depthwise_kernel, stride, padding)
+        if conv_kernel is None:
+            z = P.pointwise(a, pointwise_kernel)
+        else:
+            z = tf.raw_ops.Conv2D(input=a, filter=tf.cast(conv_kernel, a.dtype), strides=[1, conv_stride, conv_stride, 1],
+                                  padding="VALID")
+        return bn(z, training=False)
+    pw = None if pointwise_kernel is None else tf.reshape(pointwise_kernel, pointwise_kernel.shape[-2:])
+    scale, offset = (bn.gamma, bn.beta) if bn.affine else (None, None)
+    update = bool(training and bn.running_stats)
+    out = P.block(x, pw, scale, offset, depthwise_kernel=depthwise_kernel, stride=stride, padding=padding,
+                  conv_kernel=conv_kernel, conv_stride=conv_stride, statistics=update, epsilon=bn.epsilon)
+    if not update:
+        return out
+    y, mean, unbiased = out
+    bn.update_running(mean, unbiased)
+    return y
 
 
 def _check_positive(name: str, **values):
@@ -207,39 +199,25 @@ class Identity(_Op):
         return shape
 
 
-def torch_init() -> keras.initializers.Initializer:
+def torch_init(fan_in: int | None = None) -> keras.initializers.Initializer:
     """PyTorch's default conv/linear init (kaiming_uniform with a=√5): U(±1/√fan_in).
+
+    ``fan_in`` as PyTorch counts it; None lets Keras count it from the shape, which agrees with PyTorch for
+    dense and ordinary conv kernels but not for depthwise ones (Keras counts k·k·C for a [k, k, C, 1]
+    kernel, PyTorch k·k), so depthwise and stacked kernels pass it explicitly.
 
     A new instance per weight: a Keras initializer draws its integer seed once, at construction, so one
     shared instance would give every kernel of the same shape the same values. The seeds come from
     Python's ``random``, which ``keras.utils.set_random_seed`` seeds, so a seeded run is reproducible.
     """
-    return keras.initializers.VarianceScaling(scale=1.0 / 3.0, mode="fan_in", distribution="uniform")
+    if fan_in is None:
+        return keras.initializers.VarianceScaling(scale=1.0 / 3.0, mode="fan_in", distribution="uniform")
+    bound = 1.0 / math.sqrt(fan_in)
+    return keras.initializers.RandomUniform(-bound, bound)
 
 
-def _kernel(layer, shape, name):
-    return layer.add_weight(shape=shape, initializer=torch_init(), name=name)
-
-
-def _explicit(p):
-    return [0, 0, p, p, p, p, 0, 0]
-
-
-def _conv(x, kernel, stride=1, padding=0):
-    """Convolution with symmetric zero padding inside the op (no separate Pad op in the graph)."""
-    return tf.raw_ops.Conv2D(input=x, filter=tf.cast(kernel, x.dtype), strides=[1, stride, stride, 1],
-                             padding="EXPLICIT", explicit_paddings=_explicit(padding))
-
-
-def _depthwise(x, kernel, stride=1, dilation=1, padding=0):
-    kernel = tf.cast(kernel, x.dtype)
-    if dilation == 1:
-        return tf.raw_ops.DepthwiseConv2dNative(input=x, filter=kernel, strides=[1, stride, stride, 1],
-                                                padding="EXPLICIT", explicit_paddings=_explicit(padding))
-    # The CPU depthwise kernel has no dilation, and tf.nn.depthwise_conv2d rejects stride with dilation:
-    # dilate at stride 1, then subsample, which samples the same grid as PyTorch's strided dilated conv.
-    y = tf.nn.depthwise_conv2d(_pad(x, padding), kernel, [1, 1, 1, 1], "VALID", dilations=[dilation, dilation])
-    return y if stride == 1 else y[:, ::stride, ::stride, :]
+def _kernel(layer, shape, name, fan_in=None):
+    return layer.add_weight(shape=shape, initializer=torch_init(fan_in), name=name)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -261,8 +239,10 @@ class ReLUConvBN(_Op):
         self.bn.build(_strided_shape(shape, self.stride, self.filters))
 
     def call(self, x, training=None):
-        x = _conv(tf.nn.relu(x), self.kernel, self.stride, (self.kernel_size - 1) // 2)
-        return self.bn(x, training=training)
+        x = tf.nn.relu(x)
+        if self.kernel_size == 1 and self.stride == 1:
+            return _conv_bn(self.bn, x, training, pointwise_kernel=self.kernel)
+        return self.bn(P._conv(x, self.kernel, self.stride, (self.kernel_size - 1) // 2), training=training)
 
     def compute_output_shape(self, shape):
         return _strided_shape(shape, self.stride, self.filters)
@@ -273,7 +253,8 @@ class FactorizedReduce(_Op):
     """ReLU; two 1×1 stride-2 convs (the second on the input shifted by one pixel); concat; BN.
 
     The shift pads bottom/right by one and drops the first row and column, as the reference does,
-    so odd spatial sizes give the same output size as the first branch. ``relu=False`` takes an input
+    so odd spatial sizes give the same output size as the first branch. Computed as one 2×2 stride-2
+    convolution (``primitives.factorized_reduce``). ``relu=False`` takes an input
     that is already rectified (a search cell computes ReLU once per state for all its edges).
     """
 
@@ -295,9 +276,8 @@ class FactorizedReduce(_Op):
     def call(self, x, training=None):
         if self.relu:
             x = tf.nn.relu(x)
-        shifted = tf.pad(x, [[0, 0], [0, 1], [0, 1], [0, 0]])[:, 1:, 1:, :]
-        out = tf.concat([_conv(x, self.kernel_1, 2), _conv(shifted, self.kernel_2, 2)], axis=-1)
-        return self.bn(out, training=training)
+        kernel = P.factorized_reduce_kernel(self.kernel_1, self.kernel_2)
+        return _conv_bn(self.bn, P.factorized_reduce_input(x), training, conv_kernel=kernel, conv_stride=2)
 
     def compute_output_shape(self, shape):
         return _strided_shape(shape, 2, self.filters)
@@ -321,15 +301,28 @@ class DilConv(_Op):
 
     def build(self, shape):
         k = self.kernel_size
-        self.depthwise_kernel = _kernel(self, (k, k, shape[-1], 1), "depthwise_kernel")
+        self.depthwise_kernel = _kernel(self, (k, k, shape[-1], 1), "depthwise_kernel", fan_in=k * k)
         self.pointwise_kernel = _kernel(self, (1, 1, shape[-1], self.filters), "pointwise_kernel")
         self.bn.build(_strided_shape(shape, self.stride, self.filters))
 
     def call(self, x, training=None):
         if self.relu:
             x = tf.nn.relu(x)
-        x = _depthwise(x, self.depthwise_kernel, self.stride, self.dilation, self.padding)
-        return self.bn(_conv(x, self.pointwise_kernel), training=training)
+        k, s, d, p = self.kernel_size, self.stride, self.dilation, self.padding
+        dw, pw = self.depthwise_kernel, self.pointwise_kernel
+        if p != d * (k - 1) // 2 or d > 2:  # not a cell op: the general path
+            return self.bn(P.pointwise(P._depthwise(x, dw, s, d, p), pw), training=training)
+        if d == 1:
+            if s == 1:
+                return _conv_bn(self.bn, x, training, pw, dw)
+            return _conv_bn(self.bn, P._pad(x, p), training, pw, dw, stride=s, padding="VALID")
+        # Dilation 2 on PyTorch's grid: at stride 2 the undilated conv of the even sub-grid; at stride 1 that
+        # of each of the four sub-grids (polyphase split; odd sizes use TF's dilated kernel).
+        if s == 2:
+            return _conv_bn(self.bn, P.subsample(x), training, pw, dw)
+        if P.polyphase_ok(x.shape):
+            return P.from_polyphase(_conv_bn(self.bn, P.to_polyphase(x), training, pw, dw))
+        return _conv_bn(self.bn, P._depthwise(x, dw, 1, d, p), training, pw)
 
     def compute_output_shape(self, shape):
         return _strided_shape(shape, self.stride, self.filters)
@@ -392,12 +385,12 @@ class Pool(_Op):
             if s == 1:
                 out = tf.nn.max_pool2d(x, 3, 1, "SAME")
             else:
-                out = tf.nn.max_pool2d(_pad(x, 1, float("-inf")), 3, s, "VALID")
+                out = tf.nn.max_pool2d(P._pad(x, 1, float("-inf")), 3, s, "VALID")
         elif s == 1:
             out = tf.nn.avg_pool2d(x, 3, 1, "SAME")  # TF's SAME average excludes padding; symmetric at k=3, s=1
         else:
             ones = tf.ones_like(x[:1, :, :, :1])
-            out = tf.nn.avg_pool2d(_pad(x, 1), 3, s, "VALID") / tf.nn.avg_pool2d(_pad(ones, 1), 3, s, "VALID")
+            out = tf.nn.avg_pool2d(P._pad(x, 1), 3, s, "VALID") / tf.nn.avg_pool2d(P._pad(ones, 1), 3, s, "VALID")
         if self.bn is not None:
             out = self.bn(out, training=training)
         return out
@@ -441,11 +434,6 @@ def _strided_shape(shape, stride, channels):
     return (shape[0], out(shape[1]), out(shape[2]), channels)
 
 
-# Ops that a search cell computes once per input state and shares between all edges leaving it: they
-# have no weights, and non-affine batch-statistics BN of the same input gives the same output.
-SHARED_OPS = ("max_pool_3x3", "avg_pool_3x3", "skip_connect", "none")
-
-
 def make_op(name: str, channels: int, stride: int = 1, affine: bool = True, pool_bn: bool = True,
             running_stats: bool = True, relu: bool = True, op_name: str | None = None):
     """Builds op ``name`` for ``channels`` in and out. Unknown names raise with the known ones.
@@ -468,49 +456,3 @@ def make_op(name: str, channels: int, stride: int = 1, affine: bool = True, pool
     if name in ("dil_conv_3x3", "dil_conv_5x5"):
         return DilConv(channels, int(name[-1]), stride, 2, affine, running_stats, relu, **kw)
     raise ValueError(f"unknown op {name!r}; known ops: {', '.join(CELL_OPS)}")
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class MixedOp(_Op):
-    """A search edge: Σ_o softmax(α_edge)_o · o(x) over the op set (DARTS Eq. 2).
-
-    Only the ops with weights of their own live here (convolutions, and FactorizedReduce for a strided
-    skip); the parameter-free ones (pooling + non-affine BN, identity) are the same for every edge that
-    leaves a state, so the cell computes them once and passes them in ``shared``. 'none' adds zeros and
-    is not computed at all. Conv ops receive the state already rectified (``relu_x``).
-    """
-
-    def __init__(self, op_names, channels: int, stride: int = 1, pool_bn: bool = True, **kwargs):
-        super().__init__(**kwargs)
-        op_names = tuple(op_names)
-        for name in op_names:
-            if name not in CELL_OPS:
-                raise ValueError(f"MixedOp: unknown op {name!r}; known ops: {', '.join(CELL_OPS)}")
-        self.op_names, self.channels, self.stride, self.pool_bn = op_names, channels, stride, pool_bn
-        self._args = dict(op_names=list(op_names), channels=channels, stride=stride, pool_bn=pool_bn)
-        self.own = []
-        for i, name in enumerate(op_names):
-            if name in SHARED_OPS and not (name == "skip_connect" and stride == 2):
-                continue
-            self.own.append((i, make_op(name, channels, stride, affine=False, pool_bn=pool_bn,
-                                        running_stats=False, relu=False, op_name=name)))
-        self._own_layers = [op for _, op in self.own]
-
-    def build(self, shape):
-        for op in self._own_layers:
-            op.build(shape)
-
-    def call(self, relu_x, weights, shared, training=None):
-        """``weights``: this edge's op weights as a list of scalars; ``shared``: name → shared output."""
-        out = None
-        for i, name in enumerate(self.op_names):
-            if name in shared:
-                y = weights[i] * shared[name]
-                out = y if out is None else out + y
-        for i, op in self.own:
-            y = weights[i] * op(relu_x, training=training)
-            out = y if out is None else out + y
-        return out
-
-    def compute_output_shape(self, shape):
-        return _strided_shape(shape, self.stride, self.channels)

@@ -61,6 +61,8 @@ flags.DEFINE_enum("genotype_selection", "last", configs.SELECTIONS,
 flags.DEFINE_integer("seed", 0, "Seed of weights, α and the data split/order.")
 flags.DEFINE_boolean("deterministic", False, "Deterministic ops (bit-identical resume).")
 flags.DEFINE_boolean("grappler", False, "Enable TF graph optimisation (slower start; see BUILD_NOTES).")
+flags.DEFINE_boolean("recompute", False, "Recompute conv activations in the backward pass instead of keeping them: "
+                     "much less memory (large batches), some extra compute.")
 flags.DEFINE_enum("strategy", "default", configs.STRATEGIES, "tf.distribute strategy.")
 flags.DEFINE_integer("logical_cpus", 0, "Split the CPU into this many logical devices (to run 'mirrored' on CPU).",
                      lower_bound=0)

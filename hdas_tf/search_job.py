@@ -82,7 +82,8 @@ def build_search(cfg: SearchConfig, strategy, info: data.DataInfo, steps_per_epo
         supernet = make_supernet()
         model = ArchitectureSearchModel(supernet, space.arch_shapes(), arch_regularizer=regularizer,
                                         unrolled=cfg.unrolled, weight_decay=cfg.weight_decay,
-                                        arch_weight_decay=cfg.a_weight_decay, grad_clip=cfg.grad_clip, seed=cfg.seed)
+                                        arch_weight_decay=cfg.a_weight_decay, grad_clip=cfg.grad_clip, seed=cfg.seed,
+                                        recompute=cfg.recompute)
         # Coupled L2 and post-aggregation clipping are done in train_step: no weight_decay/clipnorm here.
         w_opt = keras.optimizers.SGD(CosineEpochSchedule(cfg.w_lr, cfg.w_lr_min, cfg.epochs, steps_per_epoch),
                                      momentum=cfg.momentum)

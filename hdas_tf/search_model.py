@@ -21,6 +21,8 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
+from hdas_tf import primitives
+
 _PACKAGE = "hdas_tf"
 
 
@@ -98,12 +100,15 @@ class ArchitectureSearchModel(keras.Model):
       arch_weight_decay: float. Coupled L2 on the architecture variables. Defaults to 1e-3.
       grad_clip: float. Global-norm clip of the weight gradient after aggregation; 0 disables. Defaults to 5.
       seed: int. Seed of α's initialisation 1e-3·N(0, 1).
+      recompute: bool. Keep only the inputs of each conv → BN block for the backward pass and recompute the
+        rest there (``primitives``): much less activation memory for some extra forward work. Defaults to False.
     """
 
     def __init__(self, supernet, arch_shapes: dict, arch_regularizer: Callable | None = None, unrolled=False,
-                 weight_decay=3e-4, arch_weight_decay=1e-3, grad_clip=5.0, seed=0, **kwargs):
+                 weight_decay=3e-4, arch_weight_decay=1e-3, grad_clip=5.0, seed=0, recompute=False, **kwargs):
         super().__init__(**kwargs)
         self.supernet = supernet
+        self.recompute = bool(recompute)
         self.arch_regularizer = arch_regularizer
         self.unrolled = bool(unrolled)
         self.weight_decay, self.arch_weight_decay, self.grad_clip = weight_decay, arch_weight_decay, grad_clip
@@ -131,7 +136,8 @@ class ArchitectureSearchModel(keras.Model):
         return {name: v for name, v in zip(self.arch_names, self._arch)}
 
     def call(self, images, training=None):
-        return self.supernet(images, {n: v.value for n, v in zip(self.arch_names, self._arch)}, training=training)
+        with primitives.options(recompute=self.recompute):
+            return self.supernet(images, {n: v.value for n, v in zip(self.arch_names, self._arch)}, training=training)
 
     def build_all(self, image_shape, w_optimizer, a_optimizer):
         """Creates every variable (a call on a dummy batch) and both optimizers' slots.
@@ -208,8 +214,9 @@ class ArchitectureSearchModel(keras.Model):
         n = tf.distribute.get_strategy().num_replicas_in_sync
         av = [v.value for v in self._arch]
         with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(av)  # α/β only: no weight-gradient kernels are needed in the backward pass
-            logits_v = self(xv, training=True)  # BN in training mode on the val batch, as the reference
+            tape.watch(av)  # α/β only: no weight-gradient kernels are needed in the backward pass,
+            with primitives.options(weight_gradients=False):  # so the conv blocks do not even build them
+                logits_v = self(xv, training=True)  # BN in training mode on the val batch, as the reference
             loss_a = _average_loss(yv, logits_v)
             reg, terms = self._arch_regularization()
             total = loss_a + reg / n

@@ -61,6 +61,8 @@ flags.DEFINE_boolean("resume", False, "Continue the run in --run_dir from its la
 flags.DEFINE_integer("seed", 0, "Seed of the weights, drop path and the data order.")
 flags.DEFINE_boolean("deterministic", False, "Deterministic ops.")
 flags.DEFINE_boolean("grappler", False, "Enable TF graph optimisation (slower start; see BUILD_NOTES).")
+flags.DEFINE_boolean("recompute", False, "Recompute conv activations in the backward pass instead of keeping them: "
+                     "less memory, some extra compute.")
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"], "tf.distribute strategy.")
 flags.DEFINE_integer("logical_cpus", 0, "Split the CPU into this many logical devices (to run 'mirrored' on CPU).",
                      lower_bound=0)

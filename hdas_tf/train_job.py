@@ -55,6 +55,7 @@ class TrainConfig:
       lr, lr_min, lr_schedule, lr_decay, warmup_epochs: SGD learning rate: "cosine" per epoch from lr to
         lr_min, or "exponential" ×lr_decay per epoch; optionally after warmup_epochs of linear warm-up.
       weight_decay: coupled L2. grad_clip: global-norm clip after cross-replica aggregation (0 = off).
+      recompute: keep only block inputs for the backward pass and recompute the rest (less memory).
     """
 
     genotype: str | None = None
@@ -89,6 +90,7 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False
     grappler: bool = False
+    recompute: bool = False
     strategy: str = "default"
     log_every: int = 50
 
@@ -180,7 +182,7 @@ class TrainJob:
                 pool_bn=cfg.pool_bn, drop_path=cfg.drop_path_rate > 0)
             self.model = TrainingModel(self.network, auxiliary_weight=cfg.auxiliary_weight,
                                        weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip,
-                                       label_smoothing=cfg.label_smoothing)
+                                       label_smoothing=cfg.label_smoothing, recompute=cfg.recompute)
             schedule = learning_rate_schedule(cfg.lr_schedule, cfg.lr, cfg.epochs, steps_per_epoch, minimum=cfg.lr_min,
                                               decay=cfg.lr_decay, warmup_epochs=cfg.warmup_epochs)
             # Coupled L2 and post-aggregation clipping are done in train_step: no weight_decay/clipnorm here.

@@ -19,6 +19,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from hdas_tf import primitives
 from hdas_tf.eval_networks import ChainNetwork, StageNetwork, as_genotype
 from hdas_tf.genotypes import Genotype
 from hdas_tf.search_model import _correct_share, apply_weight_gradients
@@ -145,10 +146,12 @@ class TrainingModel(keras.Model):
       weight_decay: float. Coupled L2 on every trainable variable. Defaults to 3e-4.
       grad_clip: float. Global-norm clip after cross-replica aggregation; 0 disables. Defaults to 5.
       label_smoothing: float. ε of both losses. Defaults to 0.
+      recompute: bool. Keep only the inputs of each conv → BN block for the backward pass and recompute the
+        rest there (``primitives``): less activation memory for some extra forward work. Defaults to False.
     """
 
     def __init__(self, network, auxiliary_weight: float = 0.4, weight_decay: float = 3e-4, grad_clip: float = 5.0,
-                 label_smoothing: float = 0.0, **kwargs):
+                 label_smoothing: float = 0.0, recompute: bool = False, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(network, (ChainNetwork, StageNetwork)):
             raise ValueError(f"TrainingModel expects a ChainNetwork or StageNetwork, received {type(network).__name__}")
@@ -161,6 +164,7 @@ class TrainingModel(keras.Model):
         self.network = network
         self.auxiliary_weight, self.weight_decay = float(auxiliary_weight), float(weight_decay)
         self.grad_clip, self.label_smoothing = float(grad_clip), float(label_smoothing)
+        self.recompute = bool(recompute)
         self.w_optimizer = None
 
     def call(self, images, training=None):
@@ -195,7 +199,7 @@ class TrainingModel(keras.Model):
         """
         images, labels = data
         variables = self.network.trainable_variables
-        with tf.GradientTape() as tape:
+        with tf.GradientTape() as tape, primitives.options(recompute=self.recompute):
             outputs = self.network(images, training=True)
             loss, main, aux, logits = self.losses_of(labels, outputs)
         grads = tape.gradient(loss, [v.value for v in variables], unconnected_gradients=tf.UnconnectedGradients.ZERO)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hdas_tf import ops
+from hdas_tf import ops, primitives
 from hdas_tf.ops import CELL_OPS, STAGE_OPS
 
 EPS = 1e-5
@@ -140,14 +140,14 @@ def test_pool_bn_is_batch_norm_after_pooling():
 @pytest.mark.parametrize("k,stride,padding", [(3, 2, 1), (3, 1, 1), (1, 2, 0), (5, 2, 2)])
 def test_conv_helper_matches_reference(k, stride, padding, size):
     x, kernel = rand(2, size, size, 3, seed=1), rand(k, k, 3, 5, seed=2)
-    y = ops._conv(tf.constant(x), tf.constant(kernel), stride, padding).numpy()
+    y = primitives._conv(tf.constant(x), tf.constant(kernel), stride, padding).numpy()
     np.testing.assert_allclose(y, np_conv(x, kernel, stride, padding), rtol=1e-4, atol=1e-4)
 
 
 def test_conv_stride2_samples_pytorch_grid_not_keras_same():
     # On a 6×6 input, PyTorch (pad 1 each side) samples centres 0, 2, 4; Keras 'same' would sample 1, 3, 5.
     x, kernel = rand(1, 6, 6, 2, seed=4), rand(3, 3, 2, 2, seed=5)
-    y = ops._conv(tf.constant(x), tf.constant(kernel), 2, 1).numpy()
+    y = primitives._conv(tf.constant(x), tf.constant(kernel), 2, 1).numpy()
     np.testing.assert_allclose(y, np_conv(x, kernel, 2, 1), rtol=1e-4, atol=1e-4)
     same = tf.nn.conv2d(x, kernel, 2, "SAME").numpy()
     assert not np.allclose(y, same, atol=1e-3)
@@ -158,14 +158,14 @@ def test_conv_stride2_samples_pytorch_grid_not_keras_same():
 def test_depthwise_helper_matches_reference(k, stride, dilation, size):
     padding = dilation * (k - 1) // 2
     x, kernel = rand(2, size, size, 3, seed=6), rand(k, k, 3, 1, seed=7)
-    y = ops._depthwise(tf.constant(x), tf.constant(kernel), stride, dilation, padding).numpy()
+    y = primitives._depthwise(tf.constant(x), tf.constant(kernel), stride, dilation, padding).numpy()
     np.testing.assert_allclose(y, np_depthwise(x, kernel, stride, padding, dilation), rtol=1e-4, atol=1e-4)
 
 
 def test_dilated_stride2_equals_subsampled_stride1():
     x, kernel = rand(1, 9, 9, 2, seed=8), rand(3, 3, 2, 1, seed=9)
-    s1 = ops._depthwise(tf.constant(x), tf.constant(kernel), 1, 2, 2).numpy()
-    s2 = ops._depthwise(tf.constant(x), tf.constant(kernel), 2, 2, 2).numpy()
+    s1 = primitives._depthwise(tf.constant(x), tf.constant(kernel), 1, 2, 2).numpy()
+    s2 = primitives._depthwise(tf.constant(x), tf.constant(kernel), 2, 2, 2).numpy()
     np.testing.assert_allclose(s2, s1[:, ::2, ::2, :], rtol=1e-6)
 
 
@@ -295,57 +295,10 @@ def test_factorized_reduce_matches_reference(size):
     np.testing.assert_allclose(y, np_bn(ref), rtol=1e-4, atol=1e-4)
 
 
-# === MixedOp ===
-
-
 def _copy_weights(dst, src):
     for a, b in zip(dst.weights, src.weights, strict=True):
         assert a.shape == b.shape
         a.assign(b)
-
-
-@pytest.mark.parametrize("stride", [1, 2])
-def test_mixed_op_is_weighted_sum_of_ops(stride):
-    c = 4  # even: a strided skip is a FactorizedReduce
-    x = tf.constant(rand(4, 7, 7, c, seed=19))
-    mixed = ops.MixedOp(CELL_OPS, c, stride)
-    w = np.random.default_rng(20).dirichlet(np.ones(len(CELL_OPS))).astype(np.float32)
-    # The parameter-free ops a cell shares between edges: pools (+ non-affine batch-stats BN) and identity.
-    shared = {name: ops.Pool(name[:3], stride, bn=True, affine=False, running_stats=False)(x, training=True)
-              for name in ("max_pool_3x3", "avg_pool_3x3")}
-    if stride == 1:
-        shared["skip_connect"] = x
-    y = mixed(tf.nn.relu(x), list(tf.unstack(tf.constant(w))), shared, training=True).numpy()
-
-    # Own ops: exactly the ones with weights; 'none' is never computed.
-    own = [CELL_OPS[i] for i, _ in mixed.own]
-    assert own == (["skip_connect"] if stride == 2 else []) + [
-        "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5"]
-    own = [CELL_OPS[i] for i, _ in mixed.own]
-    expected = np.zeros_like(y)
-    for o, name in enumerate(CELL_OPS):
-        # An independent op with its own ReLU, holding the MixedOp's weights.
-        op = ops.make_op(name, c, stride, affine=False, running_stats=False)
-        op(x, training=True)
-        if name in own:
-            _copy_weights(op, dict((CELL_OPS[i], layer) for i, layer in mixed.own)[name])
-        expected += w[o] * op(x, training=True).numpy()
-    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-5)
-    assert y.shape == tuple(mixed.compute_output_shape(x.shape))
-
-
-def test_mixed_op_rejects_unknown_op():
-    with pytest.raises(ValueError, match="conv_7x7"):
-        ops.MixedOp(["max_pool_3x3", "conv_7x7"], 4)
-
-
-def test_mixed_op_params():
-    mixed = ops.MixedOp(CELL_OPS, 16, 2)
-    mixed.build((None, 8, 8, 16))
-    sep = lambda k: 2 * (k * k * 16 + 16 * 16)  # noqa: E731
-    dil = lambda k: k * k * 16 + 16 * 16  # noqa: E731
-    assert n_params(mixed) == sep(3) + sep(5) + dil(3) + dil(5) + 2 * 16 * 8  # + FactorizedReduce
-    assert mixed.non_trainable_weights == []  # running_stats=False everywhere
 
 
 # === config round trips, errors, parameter counts ===
@@ -361,7 +314,6 @@ CONFIG_LAYERS = [
     lambda: ops.SepConv(8, 3, 2, affine=False, running_stats=True, relu=False),
     lambda: ops.Pool("avg", 2, bn=False, affine=False, running_stats=False),
     lambda: ops.DropPath(seed=3),
-    lambda: ops.MixedOp(["max_pool_3x3", "skip_connect", "sep_conv_3x3"], 8, 2, pool_bn=False),
 ]
 
 

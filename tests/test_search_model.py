@@ -62,8 +62,14 @@ def test_every_kernel_gets_its_own_initial_values():
     model = _model()
     by_shape = {}
     for v in model.weight_variables:
+        value = v.numpy()
         if "kernel" in v.path:
-            by_shape.setdefault(tuple(v.shape), []).append(v.numpy().ravel())
+            by_shape.setdefault(tuple(v.shape), []).append(value.ravel())
+        elif v.path.split("/")[-1].startswith(("sep_conv", "dil_conv", "skip_connect")):
+            # A search cell stacks one op kind's kernels of all its edges (and blocks) in one variable.
+            per_edge = value.reshape(-1, *value.shape[-4:]) if "depthwise" in v.path else value.reshape(
+                -1, *value.shape[-2:])
+            by_shape.setdefault((v.path.split("/")[-1], tuple(v.shape)), []).extend(k.ravel() for k in per_edge)
     pairs = [(a, b) for vs in by_shape.values() for a, b in zip(vs, vs[1:])]
     assert len(pairs) > 50
     assert all(not np.allclose(a, b) for a, b in pairs)

@@ -1,0 +1,420 @@
+"""Tensor-level building blocks of the op layers: PyTorch-grid convolutions, batch-statistics BatchNorm
+(synchronized across replicas), and convolution → BatchNorm blocks with hand-written backward passes.
+
+Convolutions follow the PyTorch grid (symmetric padding); their implementation was chosen by measurement on
+the CPU kernels of TF 2.21 with oneDNN (BUILD_NOTES "Speed").
+
+Blocks.
+
+Every convolutional op of the DARTS family is made of blocks [depthwise k×k →] 1×1 (or a small dense conv)
+→ BN. Left to autodiff, each block's backward pass is a dozen graph nodes of shape bookkeeping around the
+three real kernels, and tracing costs ~0.5 ms per node here, so a supernet's step took minutes to build
+(KERAS_NOTES §0; BUILD_NOTES "Speed"). Here the backward pass of a block is written out: the BN gradient
+(one FusedBatchNormGradV3), the 1×1 gradients (two matmuls), the depthwise gradients (input and filter).
+That also decides what the backward pass keeps:
+
+- ``recompute`` off: the block keeps its input, the depthwise output and the BN input (what autodiff keeps);
+- ``recompute`` on: it keeps only its input and recomputes the depthwise and 1×1 outputs in the backward
+  pass (two cheap forward kernels), so the activation memory of a cell is its state tensors, not every
+  intermediate of every op (DESIGN §7: large batches).
+
+``weight_gradients`` off (the architecture step of a search, which differentiates w.r.t. α only) leaves out
+the kernel gradients — the expensive part of the backward pass — from the graph altogether.
+
+On several replicas the BN statistics are all-reduced (synchronized BN, ``normalize_batch``); there the
+blocks are composed of plain ops and differentiated by TF, which handles the all-reduce's gradient.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import weakref
+
+import tensorflow as tf
+from tensorflow.python.eager import record
+
+_OPTIONS = threading.local()
+
+
+def _option(name: str, default: bool) -> bool:
+    return getattr(_OPTIONS, name, default)
+
+
+@contextlib.contextmanager
+def options(recompute: bool | None = None, weight_gradients: bool | None = None):
+    """Trace-time options of the blocks built inside the context (see the module docstring)."""
+    saved = {k: getattr(_OPTIONS, k, None) for k in ("recompute", "weight_gradients")}
+    try:
+        if recompute is not None:
+            _OPTIONS.recompute = bool(recompute)
+        if weight_gradients is not None:
+            _OPTIONS.weight_gradients = bool(weight_gradients)
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                if hasattr(_OPTIONS, k):
+                    delattr(_OPTIONS, k)
+            else:
+                setattr(_OPTIONS, k, v)
+
+
+def _single_replica() -> bool:
+    return tf.distribute.get_strategy().num_replicas_in_sync == 1 or tf.distribute.get_replica_context() is None
+
+
+
+# === graph constants and batch-statistics BatchNorm ===
+
+_CONSTANTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _graph_constant(key, make):
+    """One constant per graph and key: a supernet has hundreds of BNs that would each add their own
+    ones/zeros/empty constants, and every graph node costs tracing time (BUILD_NOTES "Speed")."""
+    if tf.executing_eagerly():
+        return make()
+    graph = tf.compat.v1.get_default_graph()
+    cache = _CONSTANTS.setdefault(graph, {})
+    if key not in cache:
+        cache[key] = make()
+    return cache[key]
+
+
+def constant(value, dtype=tf.int32):
+    """A shape, axes or paddings constant, one Const node per graph and value (they are many otherwise)."""
+    return _graph_constant(("const", tf.as_dtype(dtype).name, repr(value)), lambda: tf.constant(value, dtype))
+
+
+def ones_vector(c: int):
+    return _graph_constant(("ones", c), lambda: tf.ones((c,), tf.float32))
+
+
+def zeros_vector(c: int):
+    return _graph_constant(("zeros", c), lambda: tf.zeros((c,), tf.float32))
+
+
+def normalize_batch(x, scale, offset, epsilon: float = 1e-5):
+    """Training-mode batch normalisation ``scale·(x − μ)/σ + offset`` with the batch statistics, synchronized
+    across replicas. Returns (y, batch mean, unbiased batch variance).
+
+    One replica: one ``FusedBatchNormV3`` op (it also returns the Bessel-corrected variance). Several
+    replicas: per-replica mean and centred sum of squares, combined in one all-reduce (Chan et al.):
+    M2 = Σ M2_i + Σ n_i m_i² − n m², so only the between-replica term cancels (unlike E[x²] − E[x]²).
+    ``scale`` may carry a search edge's op weight: w·BN(x) computed inside the BN op costs no extra pass
+    over the tensor, forward or backward (DARTS Eq. 2 with the weight folded into the non-affine BN).
+    """
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    ctx = tf.distribute.get_replica_context()
+    if replicas == 1 or ctx is None:
+        empty = _graph_constant("empty", lambda: tf.zeros((0,), tf.float32))
+        y, mean, unbiased, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+            x=x, scale=scale, offset=offset, mean=empty, variance=empty, epsilon=epsilon, is_training=True)
+        return y, mean, unbiased
+    xf = tf.cast(x, tf.float32)
+    count = tf.cast(tf.reduce_prod(tf.shape(xf)[:-1]), tf.float32)
+    local_mean, local_var = tf.nn.moments(xf, axes=[0, 1, 2])
+    sums = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [
+        count * local_mean, count * local_var, count * tf.square(local_mean), count])
+    n = sums[3]
+    mean = sums[0] / n
+    variance = tf.maximum((sums[1] + sums[2] - n * tf.square(mean)) / n, 0.0)
+    y = tf.cast(tf.nn.batch_normalization(xf, mean, variance, offset, scale, epsilon), x.dtype)
+    return y, mean, variance * n / tf.maximum(n - 1.0, 1.0)
+
+
+def _pad(x, p: int, value: float = 0.0):
+    if p == 0:
+        return x
+    return tf.pad(x, constant([[0, 0], [p, p], [p, p], [0, 0]]), constant_values=value)
+
+
+# === depthwise convolution and its gradients ===
+
+# Depthwise kernels this size and larger take their filter gradient through depthwise_filter_grad: the native
+# 5×5 filter-gradient kernel is the slowest op of a search step (about 2× the alternative here).
+FAST_FILTER_GRAD_MIN_K = 5
+
+
+def depthwise_filter_grad(x, dy, k):
+    """∂L/∂K of a stride-1 'SAME' depthwise conv, as ONE depthwise conv with dy as the filter:
+    dK[u, v, c] = Σ_{b,h,w} x_pad[b, h+u, w+v, c]·dy[b, h, w, c] — channels (b, c), an H×W filter, a k×k
+    output, then a sum over b."""
+    b, h, w, c = _shape(x)
+    perm = constant([1, 2, 0, 3])
+    xt = _pad(tf.reshape(tf.transpose(x, perm), _join([1, h, w], [b * c])), k // 2)
+    f = tf.reshape(tf.transpose(dy, perm), _join([h, w], [b * c, 1]))
+    g = tf.raw_ops.DepthwiseConv2dNative(input=xt, filter=f, strides=[1, 1, 1, 1], padding="VALID")
+    return tf.reshape(tf.reduce_sum(tf.reshape(g, _join([k, k], [b, c])), axis=constant(2)), _join([k, k], [c, 1]))
+
+
+def _shape(x):
+    """Static dimensions where known (no graph nodes), dynamic ones otherwise."""
+    static = x.shape.as_list()
+    if all(d is not None for d in static):
+        return static
+    dynamic = tf.shape(x)
+    return [d if d is not None else dynamic[i] for i, d in enumerate(static)]
+
+
+def _join(*parts):
+    """A shape from static and dynamic dimensions: a shared constant when all are static."""
+    dims = [d for part in parts for d in part]
+    return constant(dims) if all(isinstance(d, int) for d in dims) else tf.stack(dims)
+
+
+def _dw_forward(x, kernel, stride, padding):
+    return tf.raw_ops.DepthwiseConv2dNative(input=x, filter=kernel, strides=[1, stride, stride, 1], padding=padding)
+
+
+def _dw_backward(x, kernel, da, stride, padding, weight_gradients):
+    strides = [1, stride, stride, 1]
+    dx = tf.raw_ops.DepthwiseConv2dNativeBackpropInput(input_sizes=_join(_shape(x)), filter=kernel, out_backprop=da,
+                                                       strides=strides, padding=padding)
+    if not weight_gradients:
+        return dx, None
+    k = kernel.shape[0]
+    if stride == 1 and padding == "SAME" and k >= FAST_FILTER_GRAD_MIN_K:
+        return dx, depthwise_filter_grad(x, da, k)
+    dk = tf.raw_ops.DepthwiseConv2dNativeBackpropFilter(input=x, filter_sizes=constant(list(kernel.shape)), out_backprop=da,
+                                                        strides=strides, padding=padding)
+    return dx, dk
+
+
+def _depthwise_same_fast(x, kernel):
+    with record.stop_recording():
+        y = _dw_forward(x, kernel, 1, "SAME")
+    if record.should_record_backprop([x, kernel]):
+        record.record_operation_backprop_only(
+            "HdasDepthwise", [y], [x, kernel],
+            lambda dy: list(_dw_backward(x, kernel, dy, 1, "SAME", _option("weight_gradients", True))))
+    return y
+
+
+def depthwise(x, kernel, stride: int = 1, padding: str = "SAME"):
+    """A depthwise conv (``padding`` 'SAME' at stride 1 — symmetric for odd k — or 'VALID' on an input the
+    caller padded) whose 5×5 filter gradient takes the fast path."""
+    kernel = tf.cast(kernel, x.dtype)
+    if stride == 1 and padding == "SAME" and kernel.shape[0] >= FAST_FILTER_GRAD_MIN_K:
+        return _depthwise_same_fast(x, kernel)
+    return _dw_forward(x, kernel, stride, padding)
+
+
+# === convolution primitives ===
+# Chosen by measurement on the CPU kernels of TF 2.21 with oneDNN (BUILD_NOTES "Speed"): 'SAME' padding at
+# stride 1 (symmetric for odd kernels, so the PyTorch grid) — EXPLICIT padding sends the backward pass to
+# kernels 2–5× slower; 1×1 convolutions as a matmul; dilation through a polyphase split instead of
+# SpaceToBatch per op; strided sampling through a 1×1 average pool rather than a strided slice, whose
+# gradient is a slow scatter.
+
+
+def _conv(x, kernel, stride=1, padding=0):
+    """Convolution with symmetric zero padding (torch.nn.Conv2d's grid); 1×1 at stride 1 is a matmul."""
+    kernel = tf.cast(kernel, x.dtype)
+    if kernel.shape[0] == 1 and kernel.shape[1] == 1 and stride == 1 and padding == 0:
+        return pointwise(x, kernel)
+    if padding:
+        x = _pad(x, padding)
+    return tf.raw_ops.Conv2D(input=x, filter=kernel, strides=[1, stride, stride, 1], padding="VALID")
+
+
+def pointwise(x, kernel):
+    """1×1 convolution as one broadcast matmul over the channel axis (``kernel`` [C_in, C_out] or
+    [1, 1, C_in, C_out]): faster than Conv2D here, forward and backward."""
+    kernel = tf.cast(kernel, x.dtype)
+    if kernel.shape.rank == 4:
+        kernel = tf.reshape(kernel, kernel.shape[2:])
+    return tf.linalg.matmul(x, kernel)
+
+
+def subsample(x):
+    """x[:, ::2, ::2, :] as a 1×1 average pool at stride 2: the same values, but a cheap gradient."""
+    return tf.nn.avg_pool2d(x, 1, 2, "VALID")
+
+
+def to_polyphase(x):
+    """[B, H, W, C] (H, W even) → [4B, H/2, W/2, C], the four sub-grids (row parity, column parity) stacked in
+    the batch. A dilation-2 convolution with zero padding is the undilated convolution of each sub-grid."""
+    _, h, w, c = x.shape
+    y = tf.reshape(x, constant([-1, h // 2, 2, w // 2, 2, c]))
+    return tf.reshape(tf.transpose(y, constant([2, 4, 0, 1, 3, 5])), constant([-1, h // 2, w // 2, c]))
+
+
+def from_polyphase(y):
+    """Inverse of :func:`to_polyphase`."""
+    _, h, w, c = y.shape
+    z = tf.transpose(tf.reshape(y, constant([2, 2, -1, h, w, c])), constant([2, 3, 0, 4, 1, 5]))
+    return tf.reshape(z, constant([-1, 2 * h, 2 * w, c]))
+
+
+def polyphase_ok(shape) -> bool:
+    return shape[1] is not None and shape[2] is not None and shape[1] % 2 == 0 and shape[2] % 2 == 0
+
+
+def depthwise_same(x, kernel):
+    """Stride-1 depthwise conv with symmetric padding (k−1)/2 ('SAME' for odd k)."""
+    return depthwise(x, kernel, 1, "SAME")
+
+
+def _depthwise(x, kernel, stride=1, dilation=1, padding=0):
+    """Depthwise conv on PyTorch's grid: symmetric zero padding ``padding`` (= dilation·(k−1)/2 in the cells).
+
+    Dilation 2 at stride 2 samples only even rows and columns, so it is the undilated conv of the even
+    sub-grid; at stride 1 it is the undilated conv of each of the four sub-grids (even sizes; odd sizes use
+    TF's dilated kernel)."""
+    kernel = tf.cast(kernel, x.dtype)
+    k = kernel.shape[0]
+    same = padding == dilation * (k - 1) // 2
+    if dilation == 1:
+        if stride == 1 and same:
+            return depthwise_same(x, kernel)
+        return depthwise(_pad(x, padding), kernel, stride, "VALID")
+    if dilation == 2 and same:
+        if stride == 2:
+            return depthwise_same(subsample(x), kernel)
+        if polyphase_ok(x.shape):
+            return from_polyphase(depthwise_same(to_polyphase(x), kernel))
+    y = tf.nn.depthwise_conv2d(_pad(x, padding), kernel, [1, 1, 1, 1], "VALID", dilations=[dilation, dilation])
+    return y if stride == 1 else y[:, ::stride, ::stride, :]
+
+
+def factorized_reduce_kernel(kernel_1, kernel_2):
+    """The 2×2 kernel that computes FactorizedReduce's two strided 1×1 branches in one stride-2 conv:
+    kernel_1 ([C_in, C/2] or [1, 1, C_in, C/2]) at (0, 0) into the first half of the outputs, kernel_2 at
+    (1, 1) into the second half (the branch that reads the input shifted by one pixel)."""
+    k1 = tf.reshape(kernel_1, kernel_1.shape[-2:])
+    k2 = tf.reshape(kernel_2, kernel_2.shape[-2:])
+    c_in, half = k1.shape
+    zeros = tf.zeros((c_in, 2 * half), k1.dtype)
+    return tf.reshape(tf.stack([tf.pad(k1, [[0, 0], [0, half]]), zeros, zeros, tf.pad(k2, [[0, 0], [half, 0]])]),
+                      [2, 2, c_in, 2 * half])
+
+
+def factorized_reduce_input(x):
+    """The input of the 2×2 stride-2 FactorizedReduce conv: one zero row/column at the bottom/right gives
+    ceil(size/2) outputs for odd sizes (the reference pads before shifting) and changes nothing for even
+    ones, so it is skipped when the size is known to be even (it is a copy)."""
+    return x if polyphase_ok(x.shape) else tf.pad(x, constant([[0, 0], [0, 1], [0, 1], [0, 0]]))
+
+
+def factorized_reduce(x, kernel_1, kernel_2):
+    """concat(conv1×1_s2(x), conv1×1_s2(x shifted by one pixel)) as ONE 2×2 stride-2 convolution."""
+    kernel = tf.cast(factorized_reduce_kernel(kernel_1, kernel_2), x.dtype)
+    return tf.raw_ops.Conv2D(input=factorized_reduce_input(x), filter=kernel, strides=[1, 2, 2, 1], padding="VALID")
+
+
+# === the block ===
+
+
+def _pointwise_kernel_grad(a, dz):
+    c_in, c_out = a.shape[-1], dz.shape[-1]
+    return tf.linalg.matmul(tf.reshape(a, constant([-1, c_in])), tf.reshape(dz, constant([-1, c_out])),
+                            transpose_a=True)
+
+
+def _batch_norm(z, scale, offset, epsilon):
+    empty = _graph_constant("empty", lambda: tf.zeros((0,), tf.float32))
+    return tf.raw_ops.FusedBatchNormV3(x=z, scale=scale, offset=offset, mean=empty, variance=empty, epsilon=epsilon,
+                                       is_training=True)
+
+
+def block(x, pointwise_kernel, scale=None, offset=None, depthwise_kernel=None, stride: int = 1, padding: str = "SAME",
+          conv_kernel=None, conv_stride: int = 1, weight=None, statistics: bool = False, epsilon: float = 1e-5):
+    """y = BN(pw(dw(x))) in training mode (batch statistics).
+
+    Args:
+      x: [B, H, W, C] input (already rectified where the op starts with a ReLU).
+      pointwise_kernel: [C, C_out] 1×1 kernel, or None when ``conv_kernel`` is given.
+      scale, offset: [C_out] γ/β of an affine BN; None (both) for a non-affine one.
+      depthwise_kernel: optional [k, k, C, 1]; applied first with ``stride`` and ``padding``.
+      conv_kernel: instead of the 1×1: a [kh, kw, C, C_out] kernel applied with ``conv_stride`` and VALID
+        padding (the 2×2 stride-2 FactorizedReduce kernel).
+      weight: optional scalar: y = weight·BN(...), computed as BN with scale·weight — a search edge's op weight
+        w_o (DARTS Eq. 2) at no extra pass over the tensor, forward or backward.
+      statistics: also return the batch mean and the unbiased batch variance (for running averages; they
+        carry no gradient).
+    """
+    dtype = x.dtype
+    dw = None if depthwise_kernel is None else tf.cast(depthwise_kernel, dtype)
+    pw = None if pointwise_kernel is None else tf.cast(pointwise_kernel, dtype)
+    conv = None if conv_kernel is None else tf.cast(conv_kernel, dtype)
+    c_out = (pw if conv is None else conv).shape[-1]
+    affine = scale is not None
+    if affine:
+        scale, offset = tf.cast(scale, tf.float32), tf.cast(offset, tf.float32)
+    conv_strides = [1, conv_stride, conv_stride, 1]
+
+    def forward(x, dw, pw, conv):
+        a = x if dw is None else _dw_forward(x, dw, stride, padding)
+        if conv is None:
+            return a, pointwise(a, pw)
+        return a, tf.raw_ops.Conv2D(input=a, filter=conv, strides=conv_strides, padding="VALID")
+
+    def bn_parameters(scale, offset, weight):
+        if not affine:
+            scale, offset = ones_vector(c_out), zeros_vector(c_out)
+        if weight is not None:
+            scale = scale * weight
+            offset = offset * weight if affine else offset
+        return scale, offset
+
+    if not _single_replica():
+        a = x if dw is None else depthwise(x, dw, stride, padding)
+        z = pointwise(a, pw) if conv is None else tf.raw_ops.Conv2D(input=a, filter=conv, strides=conv_strides,
+                                                                   padding="VALID")
+        y, mean, var = normalize_batch(z, *bn_parameters(scale, offset, None if weight is None else tf.cast(
+            weight, tf.float32)), epsilon)
+        return (y, tf.stop_gradient(mean), tf.stop_gradient(var)) if statistics else y
+    recompute = _option("recompute", False)
+    weight_gradients = _option("weight_gradients", True)
+    weighted = weight is not None
+    if weighted:
+        weight = tf.cast(weight, tf.float32)
+    # The differentiable inputs, in order; constants (a non-affine BN's ones/zeros) stay out of them.
+    inputs = [x] + ([scale, offset] if affine else []) + ([weight] if weighted else [])
+    inputs += [k for k in (dw, pw, conv) if k is not None]
+    # The forward pass is not recorded op by op: the block is one operation on the tape, whose backward
+    # function is written below (a custom gradient without tf.custom_gradient's per-input bookkeeping nodes).
+    with record.stop_recording():
+        a, z = forward(x, dw, pw, conv)
+        scale_w, offset_w = bn_parameters(scale, offset, weight)
+        y, mean, var, r1, r2, r3 = _batch_norm(z, scale_w, offset_w, epsilon)
+    if record.should_record_backprop(inputs):
+        saved_a, saved_z = (None, None) if recompute else (a, z)
+
+        def backward(dy):
+            if recompute:
+                with tf.control_dependencies([dy]):  # recompute in the backward pass, not during the forward
+                    a_, z_ = forward(tf.identity(x), dw, pw, conv)
+            else:
+                a_, z_ = saved_a, saved_z
+            dz, dscale, doffset, _, _ = tf.raw_ops.FusedBatchNormGradV3(
+                y_backprop=dy, x=z_, scale=scale_w, reserve_space_1=r1, reserve_space_2=r2, reserve_space_3=r3,
+                epsilon=epsilon, is_training=True)
+            grads = [None]  # dx, filled in below
+            if affine:
+                grads += [dscale * weight, doffset * weight] if weighted else [dscale, doffset]
+            if weighted:  # y = w·(scale·x̂ + offset): ∂/∂w = Σ_c (scale·∂/∂scale_w + offset·∂/∂offset_w)
+                grads.append(tf.reduce_sum(dscale * scale + doffset * offset) if affine else tf.reduce_sum(dscale))
+            if conv is None:
+                da = tf.linalg.matmul(dz, pw, transpose_b=True)
+            else:
+                da = tf.raw_ops.Conv2DBackpropInput(input_sizes=_join(_shape(a_)), filter=conv, out_backprop=dz,
+                                                    strides=conv_strides, padding="VALID")
+            if dw is None:
+                grads[0] = da
+            else:
+                grads[0], d_dw = _dw_backward(x, dw, da, stride, padding, weight_gradients)
+                grads.append(d_dw)
+            if pw is not None:
+                grads.append(_pointwise_kernel_grad(a_, dz) if weight_gradients else None)
+            if conv is not None:
+                grads.append(tf.raw_ops.Conv2DBackpropFilter(
+                    input=a_, filter_sizes=constant(list(conv.shape)), out_backprop=dz, strides=conv_strides,
+                    padding="VALID") if weight_gradients else None)
+            return grads
+
+        record.record_operation_backprop_only("HdasBlock", [y], inputs, backward)
+    # The statistics were computed off the tape: they carry no gradient.
+    return (y, mean, var) if statistics else y
