@@ -469,6 +469,10 @@ def run_benchmark(spec: BenchmarkSpec) -> dict:
     result["peak_rss_mib"] = peak_rss_mib()
     result.setdefault("peak_rss_step_mib", result["peak_rss_mib"])
     result["wall_s"] = time.perf_counter() - t_wall
+    import tensorflow as tf
+
+    result["threads"] = {"inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+                         "intra_op": tf.config.threading.get_intra_op_parallelism_threads()}
     result["machine"] = machine_facts()
     result["code_version"] = code_version()
     result["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -578,10 +582,8 @@ def _network_fields(cfg, network, image_shape) -> dict:
 
 
 def _bench_train(spec: BenchmarkSpec, strategy) -> dict:
-    import keras
-
     from hdas_tf import search_job
-    from hdas_tf.train_model import TrainingModel, learning_rate_schedule
+    from hdas_tf.train_job import build_training
 
     cfg = train_config(spec)
     search_job.configure_runtime(cfg)
@@ -589,15 +591,9 @@ def _bench_train(spec: BenchmarkSpec, strategy) -> dict:
     batches = iter(strategy.experimental_distribute_dataset(
         synthetic_dataset("train", spec.global_batch, spec.image_size, spec.num_classes, spec.seed)))
     t_start = time.perf_counter()
-    # TrainJob._build without the checkpoint (train_job has no public builder to share).
     with strategy.scope():
-        network = _build_eval_network(cfg, info.num_classes)
-        model = TrainingModel(network, auxiliary_weight=cfg.auxiliary_weight, weight_decay=cfg.weight_decay,
-                              grad_clip=cfg.grad_clip, label_smoothing=cfg.label_smoothing)
-        schedule = learning_rate_schedule(cfg.lr_schedule, cfg.lr, cfg.epochs,
-                                          max(1, TRAIN_EPOCH_IMAGES // spec.global_batch), minimum=cfg.lr_min,
-                                          decay=cfg.lr_decay, warmup_epochs=cfg.warmup_epochs)
-        model.build_all(info.image_shape, keras.optimizers.SGD(schedule, momentum=cfg.momentum))
+        network, model = build_training(cfg, info.num_classes, info.image_shape,
+                                        max(1, TRAIN_EPOCH_IMAGES // spec.global_batch))
     if cfg.drop_path_rate > 0:
         network.drop_path_rate.assign(cfg.drop_path_rate)  # the last epoch's rate of the linear ramp
     build_s = time.perf_counter() - t_start

@@ -75,12 +75,11 @@ class SearchCell(keras.layers.Layer):
         self.edge_nodes = [i for i in range(steps) for _ in range(i + 2)]
         self.edge_strides = [2 if self.reduction and j < 2 else 1 for j in self.edge_sources]
         self.edge_names = [f"edge_{i}_{j}" for i, j in zip(self.edge_nodes, self.edge_sources)]
-        # Shared parameter-free ops, per source state that has outgoing edges (the last node has none).
-        self.pools = []
-        for j in range(steps + 1):
-            stride = 2 if self.reduction and j < 2 else 1
-            self.pools.append([ops.Pool(name[:3], stride, bn=pool_bn, affine=False, running_stats=False,
-                                        name=f"{name}_from_{j}") for name in self.op_names if name in _POOLS])
+        # The edges leaving each state that has any (the last node has none), and the parameter-free ops
+        # (pooling + non-affine BN, identity at stride 1) that those edges share: ``primitives.shared_ops``.
+        self.out_edges = [[k for k, src in enumerate(self.edge_sources) if src == j] for j in range(steps + 1)]
+        self.shared_op_names = [[name for name in self.op_names if name in _POOLS or (
+            name == "skip_connect" and not (self.reduction and j < 2))] for j in range(steps + 1)]
         # The strided skip (FactorizedReduce) has kernels; it exists on the edges leaving a reduction cell's inputs.
         self.strided_edges = [k for k, s in enumerate(self.edge_strides) if s == 2]
 
@@ -91,9 +90,6 @@ class SearchCell(keras.layers.Layer):
     def build(self, s0_shape, s1_shape=None, weights_shape=None):
         self.preprocess0.build(s0_shape)
         self.preprocess1.build(s1_shape)
-        for pools in self.pools:
-            for pool in pools:
-                pool.build(self.preprocess1.compute_output_shape(s1_shape))
         c, e = self.channels, self.num_edges
         # PyTorch init per kernel: U(±1/√fan_in), fan_in = k·k for depthwise, C for pointwise (ops.torch_init).
         self.kernels = {}
@@ -134,13 +130,18 @@ class SearchCell(keras.layers.Layer):
 
     # === forward ===
 
-    def _state_inputs(self, j, h, training):
-        """What every edge leaving state j reads: the state, its ReLU, the shared pools, and the grid the
-        dilated convs work on (polyphase split at stride 1, even sub-grid at stride 2)."""
+    def _state_inputs(self, j, h, flat):
+        """What every edge leaving state j reads: the state, its ReLU, each edge's parameter-free terms, and the
+        grid the dilated convs work on (polyphase split at stride 1, even sub-grid at stride 2)."""
         stride = 2 if self.reduction and j < 2 else 1
-        read = {"state": h, "stride": stride}
-        for pool in self.pools[j]:
-            read[f"{pool.kind}_pool_3x3"] = pool(h, training=training)
+        read = {"state": h, "stride": stride, "shared": {}}
+        names = self.shared_op_names[j]
+        if names:
+            columns = [self.op_names.index(name) for name in names]
+            n_ops = len(self.op_names)
+            weights = [[flat[k * n_ops + o] for o in columns] for k in self.out_edges[j]]
+            outs = P.shared_ops(h, names, weights, stride, bn=self.pool_bn)
+            read["shared"] = dict(zip(self.out_edges[j], outs))
         convs = [n for n in self.kernels if n != "skip_connect"]
         if convs or (stride == 2 and "skip_connect" in self.kernels):
             read["relu"] = r = tf.nn.relu(h)
@@ -159,28 +160,28 @@ class SearchCell(keras.layers.Layer):
                 read["dil_grid"], read["dil_layout"] = r, "dilated"
         return read
 
-    def _mixed_op(self, read, w, kernels):
-        """MixedOp of one edge: the terms w_o·o(state) of Σ_o (DARTS Eq. 2), 'none' omitted.
+    def _mixed_op(self, k, read, w, kernels):
+        """MixedOp of edge k: the terms w_o·o(state) of Σ_o (DARTS Eq. 2), 'none' omitted.
 
-        ``w``: this edge's op weights (scalars); ``kernels[name]``: this edge's kernels. Each conv op is made
-        of ``primitives.block``s whose last one carries w_o as its BN scale."""
-        terms, dil = [], []
+        ``w``: this edge's op weights (scalars); ``kernels[name]``: this edge's kernels. The parameter-free ops
+        come as one term from ``read["shared"]``; each conv op is a ``primitives.chain`` whose last BN carries
+        w_o as its scale."""
+        terms, dil = ([read["shared"][k]] if k in read["shared"] else []), []
         for o, name in enumerate(self.op_names):
-            if name in _POOLS:
-                terms.append(w[o] * read[name])
-            elif name == "skip_connect":
-                if read["stride"] == 1:
-                    terms.append(w[o] * read["state"])
-                else:
+            if name == "skip_connect":
+                if read["stride"] == 2:
                     kernel = P.factorized_reduce_kernel(*kernels[name])
-                    terms.append(P.block(read["fr_input"], None, conv_kernel=kernel, conv_stride=2, weight=w[o]))
+                    even = read["fr_input"] is read["relu"]  # no bottom/right padding: the ReLU can be recomputed
+                    terms.append(P.block(read["fr_input"], None, conv_kernel=kernel, conv_stride=2, weight=w[o],
+                                         source=(read["state"], 0) if even else None))
             elif name in _SEP:
                 dw1, pw1, dw2, pw2 = kernels[name]
                 if read["stride"] == 1:
-                    y = P.block(read["relu"], pw1, depthwise_kernel=dw1)
+                    x, first, pad = read["relu"], P.Stage(pw1, dw1), 0
                 else:
-                    y = P.block(read[f"pad_{name}"], pw1, depthwise_kernel=dw1, stride=2, padding="VALID")
-                terms.append(P.block(tf.nn.relu(y), pw2, depthwise_kernel=dw2, weight=w[o]))
+                    pad = dw1.shape[0] // 2
+                    x, first = read[f"pad_{name}"], P.Stage(pw1, dw1, 2, "VALID")
+                terms.append(P.chain(x, [first, P.Stage(pw2, dw2)], weight=w[o], source=(read["state"], pad)))
             elif name in _DIL:
                 dw, pw = kernels[name]
                 if read["dil_layout"] == "dilated":  # odd sizes: TF's dilated kernel on the plain grid
@@ -217,13 +218,13 @@ class SearchCell(keras.layers.Layer):
         flat = tf.unstack(tf.reshape(tf.cast(weights, s1.dtype), [-1]))  # one op, not one slice per scalar
         kernels = self._edge_kernel_lists(s1.dtype)
         states = [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
-        reads = [self._state_inputs(j, h, training) for j, h in enumerate(states)]
+        reads = [self._state_inputs(j, h, flat) for j, h in enumerate(states)]
         k = 0
         for i in range(self.steps):
             terms = []
             for j in range(i + 2):
                 edge_kernels = {name: per_edge[k] for name, per_edge in kernels.items() if k in per_edge}
-                terms += self._mixed_op(reads[j], flat[k * n_ops:(k + 1) * n_ops], edge_kernels)
+                terms += self._mixed_op(k, reads[j], flat[k * n_ops:(k + 1) * n_ops], edge_kernels)
                 k += 1
             if terms:
                 node = tf.add_n(terms)
@@ -231,7 +232,7 @@ class SearchCell(keras.layers.Layer):
                 node = tf.zeros_like(states[1][:, ::2, ::2, :] if self.reduction else states[1])
             states.append(node)
             if i + 1 < self.steps:
-                reads.append(self._state_inputs(i + 2, node, training))
+                reads.append(self._state_inputs(i + 2, node, flat))
         return tf.concat(states[2:], axis=-1)
 
     def get_config(self):
@@ -255,17 +256,20 @@ class FixedCell(keras.layers.Layer):
       affine: bool. Affine BN (evaluation networks) or not. Defaults to True.
       pool_bn: bool. BN after pooling (the H-DAS reference) or not (original DARTS evaluation network).
       drop_path: bool. Whether ``call`` applies drop path to every non-identity op in training.
+      running_stats: bool. Keep BN running statistics for inference. False in supernets, which only ever run on
+        batches in training mode. Defaults to True.
 
     ``call(s0, s1, drop_rate=None)``: ``drop_rate`` is a scalar tensor (0 disables).
     """
 
     def __init__(self, channels, nodes, concat=None, reduction=False, reduction_prev=False, affine=True,
-                 pool_bn=True, drop_path=False, **kwargs):
+                 pool_bn=True, drop_path=False, running_stats=True, **kwargs):
         super().__init__(**kwargs)
         self.channels, self.reduction, self.reduction_prev = channels, bool(reduction), bool(reduction_prev)
         self.nodes = [[[str(op), int(src)] for op, src in node] for node in nodes]
         self.concat = list(range(2, len(self.nodes) + 2)) if concat is None else [int(c) for c in concat]
         self.affine, self.pool_bn, self.use_drop_path = affine, pool_bn, drop_path
+        self.running_stats = bool(running_stats)
         for i, node in enumerate(self.nodes):
             for op, src in node:
                 if not 0 <= src < i + 2:
@@ -275,13 +279,14 @@ class FixedCell(keras.layers.Layer):
         for c in self.concat:
             if not 0 <= c < len(self.nodes) + 2:
                 raise ValueError(f"FixedCell: concat index {c} out of range 0..{len(self.nodes) + 1}")
-        self.preprocess0 = _preprocess(channels, reduction_prev, affine=affine)
-        self.preprocess1 = ops.ReLUConvBN(channels, 1, 1, affine=affine, name="preprocess1")
+        self.preprocess0 = _preprocess(channels, reduction_prev, affine=affine, running_stats=running_stats)
+        self.preprocess1 = ops.ReLUConvBN(channels, 1, 1, affine=affine, running_stats=running_stats,
+                                          name="preprocess1")
         self.edge_ops, self.drops = [], []
         for i, node in enumerate(self.nodes):
             for e, (op, src) in enumerate(node):
                 stride = 2 if reduction and src < 2 else 1
-                layer = ops.make_op(op, channels, stride, affine=affine, pool_bn=pool_bn)
+                layer = ops.make_op(op, channels, stride, affine=affine, pool_bn=pool_bn, running_stats=running_stats)
                 self.edge_ops.append(layer)
                 needs_drop = drop_path and not isinstance(layer, ops.Identity)
                 self.drops.append(ops.DropPath(name=f"drop_{i}_{e}") if needs_drop else None)
@@ -305,7 +310,10 @@ class FixedCell(keras.layers.Layer):
                 k += 1
 
     def call(self, s0, s1, drop_rate=None, training=None):
-        states = [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
+        if s0 is s1:  # a stage cell reads one tensor as both inputs: both preprocessings as one block
+            states = ops.relu_conv_bn_same_input([self.preprocess0, self.preprocess1], s1, training=training)
+        else:
+            states = [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
         k = 0
         for node in self.nodes:
             total = None
@@ -324,5 +332,5 @@ class FixedCell(keras.layers.Layer):
         config = super().get_config()
         config.update(channels=self.channels, nodes=self.nodes, concat=self.concat, reduction=self.reduction,
                       reduction_prev=self.reduction_prev, affine=self.affine, pool_bn=self.pool_bn,
-                      drop_path=self.use_drop_path)
+                      drop_path=self.use_drop_path, running_stats=self.running_stats)
         return config

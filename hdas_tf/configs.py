@@ -70,6 +70,8 @@ class SearchConfig:
     deterministic: bool = False
     grappler: bool = False
     recompute: bool = False
+    inter_op_threads: int = 0
+    intra_op_threads: int = 0
     strategy: str = "default"
     log_every: int = 10
 

@@ -102,8 +102,9 @@ class StageSupernet(keras.layers.Layer):
 
     Each stage is a ``SearchStage`` whose fixed cells come from ``cell_genotype`` (normal{s+1}); the two
     reduction cells (reduce1, reduce2) are chain links, not DAG nodes, and read the previous stage's output
-    as both inputs (so no FactorizedReduce preprocessing). Cells and the stem are affine with running
-    statistics (fixed cells trained from scratch); the stage projections and mixed stage edges are not.
+    as both inputs (so no FactorizedReduce preprocessing). Cells and the stem are affine (fixed cells trained
+    from scratch), the cells without running statistics (a supernet only runs on batches in training mode);
+    the stage projections and mixed stage edges are non-affine.
 
     Architecture inputs (raw, softmaxed here): ``alpha_stage`` (shared DAG, H^s-DAS*) or ``alpha_stage1..3``
     (stage-specific, H^s-DAS), [edges, len(stage_ops)]; ``beta_stage1..3`` [len(candidate lengths)] when
@@ -140,7 +141,7 @@ class StageSupernet(keras.layers.Layer):
                 reduce = _stage_cell(genotype, f"reduce{s + 1}")
                 self.reductions.append(FixedCell(c * 2 ** (s + 1), reduce["nodes"], reduce["concat"], reduction=True,
                                                  reduction_prev=False, affine=True, pool_bn=self.pool_bn,
-                                                 name=f"reduce_{s + 1}"))
+                                                 running_stats=False, name=f"reduce_{s + 1}"))
         self.classifier = keras.layers.Dense(sp.num_classes, kernel_initializer=ops.torch_init(), name="classifier")
 
     def arch_shapes(self) -> dict[str, tuple[int, ...]]:

@@ -119,7 +119,7 @@ class BatchNorm(keras.layers.Layer):
 
 
 def _conv_bn(bn: BatchNorm, x, training, pointwise_kernel=None, depthwise_kernel=None, stride=1, padding="SAME",
-             conv_kernel=None, conv_stride=1):
+             conv_kernel=None, conv_stride=1, source=None):
     """[depthwise →] 1×1 (or ``conv_kernel``) → ``bn``: one fused block with a hand-written backward pass in
     training mode (``primitives.block``), plain ops and the moving statistics in inference."""
     if not training and bn.running_stats:
@@ -134,7 +134,8 @@ def _conv_bn(bn: BatchNorm, x, training, pointwise_kernel=None, depthwise_kernel
     scale, offset = (bn.gamma, bn.beta) if bn.affine else (None, None)
     update = bool(training and bn.running_stats)
     out = P.block(x, pw, scale, offset, depthwise_kernel=depthwise_kernel, stride=stride, padding=padding,
-                  conv_kernel=conv_kernel, conv_stride=conv_stride, statistics=update, epsilon=bn.epsilon)
+                  conv_kernel=conv_kernel, conv_stride=conv_stride, statistics=update, epsilon=bn.epsilon,
+                  source=source)
     if not update:
         return out
     y, mean, unbiased = out
@@ -239,13 +240,37 @@ class ReLUConvBN(_Op):
         self.bn.build(_strided_shape(shape, self.stride, self.filters))
 
     def call(self, x, training=None):
-        x = tf.nn.relu(x)
+        r = tf.nn.relu(x)
         if self.kernel_size == 1 and self.stride == 1:
-            return _conv_bn(self.bn, x, training, pointwise_kernel=self.kernel)
+            return _conv_bn(self.bn, r, training, pointwise_kernel=self.kernel, source=(x, 0))
+        x = r
         return self.bn(P._conv(x, self.kernel, self.stride, (self.kernel_size - 1) // 2), training=training)
 
     def compute_output_shape(self, shape):
         return _strided_shape(shape, self.stride, self.filters)
+
+
+def relu_conv_bn_same_input(layers, x, training=None):
+    """Several 1×1 ``ReLUConvBN`` layers applied to the SAME input, as one block: one ReLU, one matmul with the
+    concatenated kernels, one BN over the concatenated channels (statistics are per channel, so it equals
+    separate BNs), split back. A stage cell reads one tensor as both of its inputs: its two preprocessings
+    then read that (wide) tensor once instead of twice, forward and backward."""
+    simple = all(isinstance(l, ReLUConvBN) and l.kernel_size == 1 and l.stride == 1 for l in layers)
+    same = len({(l.bn.affine, l.bn.running_stats, l.bn.epsilon) for l in layers}) == 1
+    if not (simple and same) or (not training and layers[0].bn.running_stats):
+        return [layer(x, training=training) for layer in layers]
+    sizes = [layer.filters for layer in layers]
+    kernel = tf.concat([tf.reshape(layer.kernel, layer.kernel.shape[-2:]) for layer in layers], axis=-1)
+    bn = layers[0].bn
+    scale = tf.concat([layer.bn.gamma for layer in layers], 0) if bn.affine else None
+    offset = tf.concat([layer.bn.beta for layer in layers], 0) if bn.affine else None
+    update = bool(training and bn.running_stats)
+    out = P.block(tf.nn.relu(x), kernel, scale, offset, statistics=update, epsilon=bn.epsilon, source=(x, 0))
+    if update:
+        out, mean, var = out
+        for layer, m, v in zip(layers, tf.split(mean, sizes), tf.split(var, sizes)):
+            layer.bn.update_running(m, v)
+    return tf.split(out, sizes, axis=-1)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -274,10 +299,13 @@ class FactorizedReduce(_Op):
         self.bn.build(_strided_shape(shape, 2, self.filters))
 
     def call(self, x, training=None):
+        h = x
         if self.relu:
             x = tf.nn.relu(x)
         kernel = P.factorized_reduce_kernel(self.kernel_1, self.kernel_2)
-        return _conv_bn(self.bn, P.factorized_reduce_input(x), training, conv_kernel=kernel, conv_stride=2)
+        x_in = P.factorized_reduce_input(x)
+        source = (h, 0) if self.relu and x_in is x else None  # recompute the ReLU unless padded
+        return _conv_bn(self.bn, x_in, training, conv_kernel=kernel, conv_stride=2, source=source)
 
     def compute_output_shape(self, shape):
         return _strided_shape(shape, 2, self.filters)
@@ -349,7 +377,28 @@ class SepConv(_Op):
         self.block_2.build(_strided_shape(shape, self.stride, self.filters))
 
     def call(self, x, training=None):
-        return self.block_2(self.block_1(x, training=training), training=training)
+        b1, b2 = self.block_1, self.block_2
+        if (not training and b1.bn.running_stats) or b1.dilation != 1:
+            return b2(b1(x, training=training), training=training)
+        # Training: both blocks (and the ReLU between) are one chain with a hand-written backward pass.
+        h = x
+        if b1.relu:
+            x = tf.nn.relu(x)
+        p = b1.padding
+        first = P.Stage(tf.reshape(b1.pointwise_kernel, b1.pointwise_kernel.shape[-2:]), b1.depthwise_kernel,
+                        *((1, "SAME") if self.stride == 1 else (self.stride, "VALID")),
+                        scale=b1.bn.gamma if b1.bn.affine else None, offset=b1.bn.beta if b1.bn.affine else None)
+        second = P.Stage(tf.reshape(b2.pointwise_kernel, b2.pointwise_kernel.shape[-2:]), b2.depthwise_kernel,
+                         scale=b2.bn.gamma if b2.bn.affine else None, offset=b2.bn.beta if b2.bn.affine else None)
+        update = bool(training and b1.bn.running_stats)
+        out = P.chain(x if self.stride == 1 else P._pad(x, p), [first, second], statistics=update,
+                      epsilon=b1.bn.epsilon, source=(h, 0 if self.stride == 1 else p) if b1.relu else None)
+        if not update:
+            return out
+        y, stats = out
+        for bn, (mean, var) in zip((b1.bn, b2.bn), stats):
+            bn.update_running(mean, var)
+        return y
 
     def compute_output_shape(self, shape):
         return _strided_shape(shape, self.stride, self.filters)

@@ -28,6 +28,7 @@ blocks are composed of plain ops and differentiated by TF, which handles the all
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 import weakref
 
@@ -319,102 +320,326 @@ def _batch_norm(z, scale, offset, epsilon):
                                        is_training=True)
 
 
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One conv → BN block of a :func:`chain`: [depthwise k×k →] 1×1 (or a small dense conv) → BN.
+
+    Attributes:
+      pointwise: [C, C_out] 1×1 kernel, or None when ``conv`` is given.
+      depthwise: optional [k, k, C, 1] kernel, applied first with ``stride`` and ``padding`` ('SAME' at stride
+        1 — symmetric for odd k — or 'VALID' on an input the caller padded).
+      conv: instead of the 1×1, a [kh, kw, C, C_out] kernel applied with ``conv_stride`` and VALID padding (the
+        2×2 stride-2 FactorizedReduce kernel).
+      scale, offset: [C_out] γ/β of an affine BN; None (both) for a non-affine one.
+    """
+
+    pointwise: object = None
+    depthwise: object = None
+    stride: int = 1
+    padding: str = "SAME"
+    conv: object = None
+    conv_stride: int = 1
+    scale: object = None
+    offset: object = None
+
+
 def block(x, pointwise_kernel, scale=None, offset=None, depthwise_kernel=None, stride: int = 1, padding: str = "SAME",
-          conv_kernel=None, conv_stride: int = 1, weight=None, statistics: bool = False, epsilon: float = 1e-5):
-    """y = BN(pw(dw(x))) in training mode (batch statistics).
+          conv_kernel=None, conv_stride: int = 1, weight=None, statistics: bool = False, epsilon: float = 1e-5,
+          source=None):
+    """One conv → BN block: ``chain(x, [Stage(...)])`` (see :class:`Stage` and :func:`chain` for the arguments)."""
+    out = chain(x, [Stage(pointwise_kernel, depthwise_kernel, stride, padding, conv_kernel, conv_stride, scale,
+                          offset)], weight=weight, statistics=statistics, epsilon=epsilon, source=source)
+    if not statistics:
+        return out
+    y, stats = out
+    return (y, *stats[0])
+
+
+def chain(x, stages, weight=None, statistics: bool = False, epsilon: float = 1e-5, source=None):
+    """stages[0](x) → ReLU → stages[1] → ReLU → … in training mode (batch statistics): one tape operation.
+
+    A separable conv is a chain of two stages, a dilated conv or a cell preprocessing one. ``x`` is the input
+    already rectified where the op starts with a ReLU (a search cell computes one ReLU per state for all its
+    edges). The backward pass is written out (module docstring); with ``recompute`` on it keeps only its input
+    and recomputes every intermediate, including the ReLU between the stages.
 
     Args:
-      x: [B, H, W, C] input (already rectified where the op starts with a ReLU).
-      pointwise_kernel: [C, C_out] 1×1 kernel, or None when ``conv_kernel`` is given.
-      scale, offset: [C_out] γ/β of an affine BN; None (both) for a non-affine one.
-      depthwise_kernel: optional [k, k, C, 1]; applied first with ``stride`` and ``padding``.
-      conv_kernel: instead of the 1×1: a [kh, kw, C, C_out] kernel applied with ``conv_stride`` and VALID
-        padding (the 2×2 stride-2 FactorizedReduce kernel).
-      weight: optional scalar: y = weight·BN(...), computed as BN with scale·weight — a search edge's op weight
-        w_o (DARTS Eq. 2) at no extra pass over the tensor, forward or backward.
-      statistics: also return the batch mean and the unbiased batch variance (for running averages; they
-        carry no gradient).
+      source: optional ``(h, pad)`` with ``x = relu(h)`` padded by ``pad`` on each side (the ReLU of a cell
+        state, shared by the state's edges; padded for a strided first depthwise conv): the chain then
+        differentiates w.r.t. ``h`` and, with ``recompute`` on, keeps ``h`` (which the cell keeps anyway)
+        instead of ``x``, recomputing the ReLU in the backward pass.
+      weight: optional scalar: y = weight·BN_last(...), computed as the last BN with scale·weight — a search
+        edge's op weight w_o (DARTS Eq. 2) at no extra pass over the tensor, forward or backward.
+      statistics: also return, per stage, (batch mean, unbiased batch variance) for running averages (they
+        carry no gradient): ``(y, [(mean, var), ...])``.
     """
     dtype = x.dtype
-    dw = None if depthwise_kernel is None else tf.cast(depthwise_kernel, dtype)
-    pw = None if pointwise_kernel is None else tf.cast(pointwise_kernel, dtype)
-    conv = None if conv_kernel is None else tf.cast(conv_kernel, dtype)
-    c_out = (pw if conv is None else conv).shape[-1]
-    affine = scale is not None
-    if affine:
-        scale, offset = tf.cast(scale, tf.float32), tf.cast(offset, tf.float32)
-    conv_strides = [1, conv_stride, conv_stride, 1]
-
-    def forward(x, dw, pw, conv):
-        a = x if dw is None else _dw_forward(x, dw, stride, padding)
-        if conv is None:
-            return a, pointwise(a, pw)
-        return a, tf.raw_ops.Conv2D(input=a, filter=conv, strides=conv_strides, padding="VALID")
-
-    def bn_parameters(scale, offset, weight):
-        if not affine:
-            scale, offset = ones_vector(c_out), zeros_vector(c_out)
-        if weight is not None:
-            scale = scale * weight
-            offset = offset * weight if affine else offset
-        return scale, offset
-
-    if not _single_replica():
-        a = x if dw is None else depthwise(x, dw, stride, padding)
-        z = pointwise(a, pw) if conv is None else tf.raw_ops.Conv2D(input=a, filter=conv, strides=conv_strides,
-                                                                   padding="VALID")
-        y, mean, var = normalize_batch(z, *bn_parameters(scale, offset, None if weight is None else tf.cast(
-            weight, tf.float32)), epsilon)
-        return (y, tf.stop_gradient(mean), tf.stop_gradient(var)) if statistics else y
-    recompute = _option("recompute", False)
-    weight_gradients = _option("weight_gradients", True)
+    n = len(stages)
     weighted = weight is not None
     if weighted:
         weight = tf.cast(weight, tf.float32)
-    # The differentiable inputs, in order; constants (a non-affine BN's ones/zeros) stay out of them.
-    inputs = [x] + ([scale, offset] if affine else []) + ([weight] if weighted else [])
-    inputs += [k for k in (dw, pw, conv) if k is not None]
-    # The forward pass is not recorded op by op: the block is one operation on the tape, whose backward
+    prepared = []
+    for st in stages:
+        cast = {k: None if getattr(st, k) is None else tf.cast(getattr(st, k), dtype)
+                for k in ("pointwise", "depthwise", "conv")}
+        affine = st.scale is not None
+        prepared.append(dataclasses.replace(
+            st, **cast, scale=tf.cast(st.scale, tf.float32) if affine else None,
+            offset=tf.cast(st.offset, tf.float32) if affine else None))
+    stages = prepared
+
+    def bn_parameters(i, scale, offset, w):
+        st = stages[i]
+        c_out = (st.pointwise if st.conv is None else st.conv).shape[-1]
+        if scale is None:
+            scale, offset = ones_vector(c_out), zeros_vector(c_out)
+            if w is not None:
+                scale = scale * w
+        elif w is not None:
+            scale, offset = scale * w, offset * w
+        return scale, offset
+
+    def conv_part(st, h, dw, pw, conv):
+        a = h if dw is None else _dw_forward(h, dw, st.stride, st.padding)
+        if conv is None:
+            return a, pointwise(a, pw)
+        return a, tf.raw_ops.Conv2D(input=a, filter=conv, strides=[1, st.conv_stride, st.conv_stride, 1],
+                                    padding="VALID")
+
+    if not _single_replica():  # synchronized BN: plain ops, differentiated by TF (through the all-reduce)
+        h, stats = x, []
+        for i, st in enumerate(stages):
+            if i:
+                h = tf.nn.relu(h)
+            a = h if st.depthwise is None else depthwise(h, st.depthwise, st.stride, st.padding)
+            z = pointwise(a, st.pointwise) if st.conv is None else tf.raw_ops.Conv2D(
+                input=a, filter=st.conv, strides=[1, st.conv_stride, st.conv_stride, 1], padding="VALID")
+            h, mean, var = normalize_batch(z, *bn_parameters(i, st.scale, st.offset, weight if i == n - 1 else None),
+                                           epsilon)
+            stats.append((tf.stop_gradient(mean), tf.stop_gradient(var)))
+        return (h, stats) if statistics else h
+
+    recompute = _option("recompute", False)
+    weight_gradients = _option("weight_gradients", True)
+    # The differentiable inputs, in order: x (or the source h), then per stage γ/β (affine), the weight, then
+    # per stage kernels.
+    inputs = [x if source is None else source[0]]
+    for st in stages:
+        if st.scale is not None:
+            inputs += [st.scale, st.offset]
+    if weighted:
+        inputs.append(weight)
+    for st in stages:
+        inputs += [k for k in (st.depthwise, st.pointwise, st.conv) if k is not None]
+
+    def forward(x):
+        """Every intermediate: per stage (input h, depthwise output a, BN input z, BN outputs)."""
+        h, trace = x, []
+        for i, st in enumerate(stages):
+            if i:
+                h = tf.nn.relu(h)
+            a, z = conv_part(st, h, st.depthwise, st.pointwise, st.conv)
+            scale_w, offset_w = bn_parameters(i, st.scale, st.offset, weight if i == n - 1 else None)
+            bn = _batch_norm(z, scale_w, offset_w, epsilon)
+            trace.append((h, a, z, scale_w, bn))
+            h = bn[0]
+        return trace
+
+    # The forward pass is not recorded op by op: the chain is one operation on the tape, whose backward
     # function is written below (a custom gradient without tf.custom_gradient's per-input bookkeeping nodes).
     with record.stop_recording():
-        a, z = forward(x, dw, pw, conv)
-        scale_w, offset_w = bn_parameters(scale, offset, weight)
-        y, mean, var, r1, r2, r3 = _batch_norm(z, scale_w, offset_w, epsilon)
+        saved = forward(x)
+    y = saved[-1][4][0]
     if record.should_record_backprop(inputs):
-        saved_a, saved_z = (None, None) if recompute else (a, z)
+        kept = None if recompute else saved
 
         def backward(dy):
-            if recompute:
+            if kept is None:
                 with tf.control_dependencies([dy]):  # recompute in the backward pass, not during the forward
-                    a_, z_ = forward(tf.identity(x), dw, pw, conv)
+                    if source is None:
+                        trace = forward(tf.identity(x))
+                    else:
+                        trace = forward(_pad(tf.nn.relu(source[0]), source[1]))
             else:
-                a_, z_ = saved_a, saved_z
-            dz, dscale, doffset, _, _ = tf.raw_ops.FusedBatchNormGradV3(
-                y_backprop=dy, x=z_, scale=scale_w, reserve_space_1=r1, reserve_space_2=r2, reserve_space_3=r3,
-                epsilon=epsilon, is_training=True)
-            grads = [None]  # dx, filled in below
-            if affine:
-                grads += [dscale * weight, doffset * weight] if weighted else [dscale, doffset]
-            if weighted:  # y = w·(scale·x̂ + offset): ∂/∂w = Σ_c (scale·∂/∂scale_w + offset·∂/∂offset_w)
-                grads.append(tf.reduce_sum(dscale * scale + doffset * offset) if affine else tf.reduce_sum(dscale))
-            if conv is None:
-                da = tf.linalg.matmul(dz, pw, transpose_b=True)
-            else:
-                da = tf.raw_ops.Conv2DBackpropInput(input_sizes=_join(_shape(a_)), filter=conv, out_backprop=dz,
-                                                    strides=conv_strides, padding="VALID")
-            if dw is None:
-                grads[0] = da
-            else:
-                grads[0], d_dw = _dw_backward(x, dw, da, stride, padding, weight_gradients)
-                grads.append(d_dw)
-            if pw is not None:
-                grads.append(_pointwise_kernel_grad(a_, dz) if weight_gradients else None)
-            if conv is not None:
-                grads.append(tf.raw_ops.Conv2DBackpropFilter(
-                    input=a_, filter_sizes=constant(list(conv.shape)), out_backprop=dz, strides=conv_strides,
-                    padding="VALID") if weight_gradients else None)
-            return grads
+                trace = kept
+            g = dy
+            affine_grads, kernel_grads, d_weight = [], [], None
+            for i in reversed(range(n)):
+                st = stages[i]
+                h, a, z, scale_w, (_, _, _, r1, r2, r3) = trace[i]
+                dz, dscale, doffset, _, _ = tf.raw_ops.FusedBatchNormGradV3(
+                    y_backprop=g, x=z, scale=scale_w, reserve_space_1=r1, reserve_space_2=r2, reserve_space_3=r3,
+                    epsilon=epsilon, is_training=True)
+                w = weight if (weighted and i == n - 1) else None
+                if w is not None:  # y = w·(scale·x̂ + offset): ∂/∂w = Σ_c (scale·∂/∂scale_w + offset·∂/∂offset_w)
+                    d_weight = (tf.reduce_sum(dscale * st.scale + doffset * st.offset) if st.scale is not None
+                                else tf.reduce_sum(dscale))
+                if st.scale is not None:
+                    affine_grads.insert(0, [dscale * w, doffset * w] if w is not None else [dscale, doffset])
+                if st.conv is None:
+                    da = tf.linalg.matmul(dz, st.pointwise, transpose_b=True)
+                else:
+                    da = tf.raw_ops.Conv2DBackpropInput(
+                        input_sizes=_join(_shape(a)), filter=st.conv, out_backprop=dz,
+                        strides=[1, st.conv_stride, st.conv_stride, 1], padding="VALID")
+                grads = []
+                if st.depthwise is None:
+                    dh = da
+                else:
+                    dh, d_dw = _dw_backward(h, st.depthwise, da, st.stride, st.padding, weight_gradients)
+                    grads.append(d_dw)
+                if st.pointwise is not None:
+                    grads.append(_pointwise_kernel_grad(a, dz) if weight_gradients else None)
+                if st.conv is not None:
+                    grads.append(tf.raw_ops.Conv2DBackpropFilter(
+                        input=a, filter_sizes=constant(list(st.conv.shape)), out_backprop=dz,
+                        strides=[1, st.conv_stride, st.conv_stride, 1], padding="VALID")
+                        if weight_gradients else None)
+                kernel_grads.insert(0, grads)
+                g = tf.raw_ops.ReluGrad(gradients=dh, features=h) if i else dh
+            if source is not None:  # through x = pad(relu(h)): crop, then the ReLU mask (h > 0 ⟺ relu(h) > 0)
+                h, p = source
+                if p:
+                    g = g[:, p:-p, p:-p, :]
+                g = tf.raw_ops.ReluGrad(gradients=g, features=h)
+            out = [g] + [d for pair in affine_grads for d in pair]
+            if weighted:
+                out.append(d_weight)
+            return out + [d for grads in kernel_grads for d in grads]
 
-        record.record_operation_backprop_only("HdasBlock", [y], inputs, backward)
+        record.record_operation_backprop_only("HdasConvChain", [y], inputs, backward)
+    if not statistics:
+        return y
     # The statistics were computed off the tape: they carry no gradient.
-    return (y, mean, var) if statistics else y
+    return y, [(bn[1], bn[2]) for *_, bn in saved]
+
+
+# === the parameter-free ops a state shares between its edges ===
+
+_POOL_KSIZE = [1, 3, 3, 1]
+
+
+def _pool(h, kind, stride):
+    """3×3 pooling, padding 1, on PyTorch's grid (max pads with −inf, average excludes the padding).
+    Returns (output, what the backward pass needs: the pooled input and, at stride 2, the pixel counts)."""
+    s = [1, stride, stride, 1]
+    if stride == 1:  # 'SAME' at stride 1 is exactly the symmetric padding (−inf for max, excluded for average)
+        if kind == "max":
+            return tf.raw_ops.MaxPool(input=h, ksize=_POOL_KSIZE, strides=s, padding="SAME"), (h, None)
+        return tf.raw_ops.AvgPool(value=h, ksize=_POOL_KSIZE, strides=s, padding="SAME"), (h, None)
+    if kind == "max":
+        hp = _pad(h, 1, float("-inf"))
+        return tf.raw_ops.MaxPool(input=hp, ksize=_POOL_KSIZE, strides=s, padding="VALID"), (hp, None)
+    hp = _pad(h, 1)
+    ones = _pad(tf.ones_like(h[:1, :, :, :1]), 1)
+    count = tf.raw_ops.AvgPool(value=ones, ksize=_POOL_KSIZE, strides=s, padding="VALID")
+    return tf.raw_ops.AvgPool(value=hp, ksize=_POOL_KSIZE, strides=s, padding="VALID") / count, (hp, count)
+
+
+def _pool_backward(kind, stride, pooled, out, dout):
+    h_in, count = pooled
+    padding = "SAME" if stride == 1 else "VALID"
+    s = [1, stride, stride, 1]
+    if kind == "max":
+        d = tf.raw_ops.MaxPoolGrad(orig_input=h_in, orig_output=out, grad=dout, ksize=_POOL_KSIZE, strides=s,
+                                   padding=padding)
+    else:
+        d = tf.raw_ops.AvgPoolGrad(orig_input_shape=_join(_shape(h_in)), grad=dout if count is None else dout / count,
+                                   ksize=_POOL_KSIZE, strides=s, padding=padding)
+    return d if stride == 1 else d[:, 1:-1, 1:-1, :]
+
+
+def _flat_stack(tensors):
+    return tf.reshape(tf.stack(tensors), constant([len(tensors), -1]))
+
+
+def weighted_sums(weights, tensors):
+    """[Σ_o W[e, o]·T_o for each row e] as ONE matmul of the [E, O] weights with the stacked [O, size] maps:
+    two to three times faster here than E·O scalar products and E sums of same-shaped tensors (and one
+    graph node instead of E·(O + 1)). Differentiable by TF (stack/matmul/unstack)."""
+    shape = _shape(tensors[0])
+    out = tf.linalg.matmul(tf.cast(weights, tensors[0].dtype), _flat_stack(tensors))
+    return tf.unstack(tf.reshape(out, _join([weights.shape[0]], shape)))
+
+
+def shared_ops(h, names, weights, stride: int = 1, bn: bool = True, epsilon: float = 1e-5):
+    """The parameter-free part of every edge that leaves state ``h``: per edge e, Σ_o w[e][o]·o(h) over ``names``
+    (max/avg 3×3 pooling, each followed by a non-affine batch-statistics BN when ``bn``, and, at stride 1,
+    skip_connect) — the weighted terms of DARTS Eq. 2 that do not depend on the edge but through w.
+
+    One tape operation for all edges: with ``recompute`` on, only ``h`` is kept for the backward pass (the
+    pooled and normalised maps are recomputed there), otherwise the maps are kept. Returns one tensor per edge.
+    """
+    names = list(names)
+    if stride != 1 and "skip_connect" in names:
+        raise ValueError("shared_ops: a strided skip_connect has weights (FactorizedReduce); it is not shared")
+    weights = [[tf.cast(w, h.dtype) for w in row] for row in weights]
+
+    def compute(h):
+        maps = []
+        for name in names:
+            if name == "skip_connect":
+                maps.append((h, None))
+                continue
+            kind = name[:3]
+            p, pooled = _pool(h, kind, stride)
+            if bn:
+                c = p.shape[-1]
+                y, _, _, r1, r2, r3 = _batch_norm(p, ones_vector(c), zeros_vector(c), epsilon)
+                maps.append((y, (kind, p, pooled, (r1, r2, r3))))
+            else:
+                maps.append((p, (kind, p, pooled, None)))
+        return maps
+
+    def combine(maps):
+        return weighted_sums(tf.stack([tf.stack(row) for row in weights]), [t for t, _ in maps])
+
+    if not _single_replica():  # synchronized BN: plain ops, differentiated by TF
+        maps = []
+        for name in names:
+            if name == "skip_connect":
+                maps.append((h, None))
+                continue
+            p = _pool(h, name[:3], stride)[0]
+            maps.append((normalize_batch(p, ones_vector(p.shape[-1]), zeros_vector(p.shape[-1]), epsilon)[0]
+                         if bn else p, None))
+        return combine(maps)
+    inputs = [h] + [w for row in weights for w in row]
+    with record.stop_recording():
+        maps = compute(h)
+        outputs = combine(maps)
+    if record.should_record_backprop(inputs):
+        kept = None if _option("recompute", False) else maps
+
+        def backward(*grads):
+            if kept is None:
+                with tf.control_dependencies([g for g in grads if g is not None]):
+                    used = compute(tf.identity(h))
+            else:
+                used = kept
+            grads = [tf.zeros_like(outputs[0]) if g is None else g for g in grads]
+            # out = W·T (rows of W per edge, T the stacked maps): ∂W = G·Tᵀ, ∂T = Wᵀ·G, as two matmuls.
+            maps_flat = _flat_stack([t for t, _ in used])
+            g_flat = _flat_stack(grads)
+            d_weights = tf.linalg.matmul(g_flat, maps_flat, transpose_b=True)
+            w_matrix = tf.stack([tf.stack(row) for row in weights])
+            d_maps = tf.unstack(tf.reshape(tf.linalg.matmul(w_matrix, g_flat, transpose_a=True),
+                                           _join([len(used)], _shape(outputs[0]))))
+            dh = []
+            for o, (t, aux) in enumerate(used):
+                dt = d_maps[o]
+                if aux is None:  # skip_connect
+                    dh.append(dt)
+                    continue
+                kind, p, pooled, reserve = aux
+                if reserve is not None:
+                    c = p.shape[-1]
+                    dt, _, _, _, _ = tf.raw_ops.FusedBatchNormGradV3(
+                        y_backprop=dt, x=p, scale=ones_vector(c), reserve_space_1=reserve[0],
+                        reserve_space_2=reserve[1], reserve_space_3=reserve[2], epsilon=epsilon, is_training=True)
+                dh.append(_pool_backward(kind, stride, pooled, p, dt))
+            d_h = tf.add_n(dh) if len(dh) > 1 else dh[0]
+            return [d_h] + tf.unstack(tf.reshape(d_weights, [-1]))
+
+        record.record_operation_backprop_only("HdasSharedOps", outputs, inputs, backward)
+    return outputs

@@ -61,6 +61,11 @@ flags.DEFINE_enum("genotype_selection", "last", configs.SELECTIONS,
 flags.DEFINE_integer("seed", 0, "Seed of weights, α and the data split/order.")
 flags.DEFINE_boolean("deterministic", False, "Deterministic ops (bit-identical resume).")
 flags.DEFINE_boolean("grappler", False, "Enable TF graph optimisation (slower start; see BUILD_NOTES).")
+flags.DEFINE_integer("inter_op_threads", 0, "Ops run side by side; 0 = automatic (one per core on a CPU-only host).",
+                     lower_bound=0)
+flags.DEFINE_integer("intra_op_threads", 0, "Threads per op; 0 = automatic (on a CPU-only host 1 below a batch of "
+                     "64 — a supernet's many small ops parallelise better across ops — and 2 from 64 on).",
+                     lower_bound=0)
 flags.DEFINE_boolean("recompute", False, "Recompute conv activations in the backward pass instead of keeping them: "
                      "much less memory (large batches), some extra compute.")
 flags.DEFINE_enum("strategy", "default", configs.STRATEGIES, "tf.distribute strategy.")

@@ -22,6 +22,7 @@ import keras
 import tensorflow as tf
 
 from hdas_tf import primitives
+from hdas_tf.optimizers import FlatSGD
 
 _PACKAGE = "hdas_tf"
 
@@ -77,8 +78,14 @@ def _all_reduce_sum(values):
 
 def apply_weight_gradients(optimizer, grads, variables, grad_clip: float, weight_decay: float) -> None:
     """The PyTorch-parity weight update, per replica: all-reduce the global-batch gradient shares, clip the
-    global norm (after aggregation — Keras' clipnorm would clip per replica), add coupled L2, divide by the
-    replica count because ``apply_gradients`` sums over replicas again (KERAS_NOTES §1.4)."""
+    global norm (after aggregation — Keras' clipnorm would clip per replica), add coupled L2, step.
+
+    ``optimizer``: a ``FlatSGD`` (what the search and training jobs use: torch.optim.SGD on one flat vector) or
+    any Keras optimizer, whose ``apply_gradients`` sums over replicas again, hence the division by the
+    replica count (KERAS_NOTES §1.4)."""
+    if isinstance(optimizer, FlatSGD):
+        optimizer.apply(grads, variables, grad_clip, weight_decay)
+        return
     n = tf.distribute.get_strategy().num_replicas_in_sync
     grads = _all_reduce_sum(grads)
     if grad_clip:

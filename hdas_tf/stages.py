@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from hdas_tf import ops
+from hdas_tf import primitives as P
 from hdas_tf.cells import FixedCell
 from hdas_tf.genotypes import (
     CellGenotype,
@@ -140,7 +141,7 @@ class SearchStage(keras.layers.Layer):
     state's max_pool+BN, avg_pool+BN and identity are computed once and reused by every edge leaving it;
     'none' contributes zeros and is never built. The projections and pooling BNs are non-affine and use
     batch statistics (everything searched is non-affine); the cells are fixed discrete cells built as in
-    evaluation networks (affine BN with running statistics, no drop path).
+    evaluation networks (affine BN, no drop path) but without running statistics, which a supernet never reads.
 
     Output: concat(cell n-2, cell n-1) of the last two cells; in the cell-distribution variant
     (``max_cells`` given, ``n_cells == max_cells``), Σ_n b_n·concat(cell n-2, cell n-1) over the candidate
@@ -191,14 +192,15 @@ class SearchStage(keras.layers.Layer):
         self._projected = [i for i in (0, 1) if i in read]
         self.projections = [ops.ReLUConvBN(self.state_channels, 1, 1, affine=False, running_stats=False,
                                            name=f"projection_{i}") for i in self._projected]
+        # Running statistics are never read: a supernet is only run on batches in training mode.
         self.cells = [FixedCell(self.channels, self.cell["nodes"], self.cell["concat"], reduction=False,
                                 reduction_prev=False, affine=True, pool_bn=self.pool_bn, drop_path=False,
-                                name=f"cell_{j}") for j in range(self.n_cells)]
-        # Shared parameter-free ops per read state (the last cell's state has no outgoing edge).
-        self._pool_states = sorted(read)
-        self.pools = [[ops.Pool(name[:3], 1, bn=self.pool_bn, affine=False, running_stats=False,
-                                name=f"{name}_from_{t}") for name in self.op_names if name in _POOLS]
-                      for t in self._pool_states]
+                                running_stats=False, name=f"cell_{j}") for j in range(self.n_cells)]
+        # Per state, the stage edges leaving it (in α's row order); their parameter-free ops (pooling + BN,
+        # identity) are computed once per state for all of them (``primitives.shared_ops``).
+        edges = [(k, t) for k, t in enumerate(t for srcs in self.sources for t in srcs)]
+        self.out_edges = {t: [k for k, src in edges if src == t] for t in sorted(read)}
+        self.shared_op_names = [name for name in self.op_names if name != "none"]
 
     # === shapes ===
 
@@ -226,9 +228,6 @@ class SearchStage(keras.layers.Layer):
         state = (*x_shape[:3], self.state_channels)
         for cell in self.cells:
             cell.build(state, state)
-        for pools in self.pools:
-            for pool in pools:
-                pool.build(state)
         self.built = True
 
     def compute_output_shape(self, x_shape, weights_shape=None, beta_weights_shape=None):
@@ -250,35 +249,33 @@ class SearchStage(keras.layers.Layer):
             raise ValueError(f"{self.name}: beta_weights of shape ({len(self.candidate_lengths)},) required for "
                              f"candidate lengths {list(self.candidate_lengths)}, received {got}")
 
-    def _shared(self, t, state, training):
-        out = {}
-        if t in self._pool_states:
-            for pool in self.pools[self._pool_states.index(t)]:
-                out[f"{pool.kind}_pool_3x3"] = pool(state, training=training)
-        if "skip_connect" in self.op_names:
-            out["skip_connect"] = state
-        return out
+    def _shared(self, t, state, flat):
+        """Edge k → its term Σ_o w_{k,o}·o(state_t) for every stage edge leaving state t."""
+        if t not in self.out_edges or not self.shared_op_names:
+            return {}
+        n_ops = len(self.op_names)
+        columns = [self.op_names.index(name) for name in self.shared_op_names]
+        weights = [[flat[k * n_ops + o] for o in columns] for k in self.out_edges[t]]
+        return dict(zip(self.out_edges[t], P.shared_ops(state, self.shared_op_names, weights, 1, bn=self.pool_bn)))
 
     def states(self, x, weights, training=None):
         """All states of the stage: [projection 0 (or None), projection 1, cell 0, ..., cell n-1]."""
-        n_ops = len(self.op_names)
         flat = tf.unstack(tf.reshape(tf.cast(weights, x.dtype), [-1]))  # one op, not one slice per scalar
         states = [None, None]
         for i, projection in zip(self._projected, self.projections):
             states[i] = projection(x, training=training)
-        shared = [None if h is None else self._shared(t, h, training) for t, h in enumerate(states)]
+        shared = {t: self._shared(t, h, flat) for t, h in enumerate(states) if h is not None}
         k = 0
         for j, srcs in enumerate(self.sources):
             terms = []
             for t in srcs:
-                for o, name in enumerate(self.op_names):
-                    if name in shared[t]:
-                        terms.append(flat[k * n_ops + o] * shared[t][name])
+                if k in shared[t]:
+                    terms.append(shared[t][k])
                 k += 1
             h = tf.add_n(terms) if terms else tf.zeros_like(states[srcs[-1]])  # an op set of 'none' alone
             out = self.cells[j](h, h, training=training)
             states.append(out)
-            shared.append(self._shared(j + 2, out, training) if j + 1 < self.n_cells else None)
+            shared[j + 2] = self._shared(j + 2, out, flat)
         return states
 
     def call(self, x, weights, beta_weights=None, training=None):
@@ -288,9 +285,9 @@ class SearchStage(keras.layers.Layer):
         if self.max_cells is None:
             return tf.concat([states[n], states[n + 1]], axis=-1)
         # β mixture: candidate n outputs concat(cell n-2, cell n-1) = concat(state n, state n+1).
-        b = tf.unstack(tf.cast(beta_weights, x.dtype))
-        first = tf.add_n([b_i * states[length] for b_i, length in zip(b, self.candidate_lengths)])
-        second = tf.add_n([b_i * states[length + 1] for b_i, length in zip(b, self.candidate_lengths)])
+        b = tf.cast(beta_weights, x.dtype)[None, :]
+        first = P.weighted_sums(b, [states[length] for length in self.candidate_lengths])[0]
+        second = P.weighted_sums(b, [states[length + 1] for length in self.candidate_lengths])[0]
         return tf.concat([first, second], axis=-1)
 
     def get_config(self):

@@ -61,6 +61,11 @@ flags.DEFINE_boolean("resume", False, "Continue the run in --run_dir from its la
 flags.DEFINE_integer("seed", 0, "Seed of the weights, drop path and the data order.")
 flags.DEFINE_boolean("deterministic", False, "Deterministic ops.")
 flags.DEFINE_boolean("grappler", False, "Enable TF graph optimisation (slower start; see BUILD_NOTES).")
+flags.DEFINE_integer("inter_op_threads", 0, "Ops run side by side; 0 = automatic (one per core on a CPU-only host).",
+                     lower_bound=0)
+flags.DEFINE_integer("intra_op_threads", 0, "Threads per op; 0 = automatic (on a CPU-only host 1 below a batch of "
+                     "64 — a supernet's many small ops parallelise better across ops — and 2 from 64 on).",
+                     lower_bound=0)
 flags.DEFINE_boolean("recompute", False, "Recompute conv activations in the backward pass instead of keeping them: "
                      "less memory, some extra compute.")
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"], "tf.distribute strategy.")

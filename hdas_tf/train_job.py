@@ -31,6 +31,7 @@ from hdas_tf import data
 from hdas_tf.eval_networks import LAYOUTS, build_eval_network, drop_path_rate_at
 from hdas_tf.macs import count_macs, count_params
 from hdas_tf.search_job import configure_runtime, json_ready  # noqa: F401  (configure_runtime: re-exported)
+from hdas_tf.optimizers import FlatSGD
 from hdas_tf.train_model import TrainingModel, combine_genotypes, learning_rate_schedule
 from hdas_tf.trainer import NonFiniteLossError, ensure_fresh_or_resume, make_strategy, peak_rss_mib, write_json_atomic
 
@@ -91,6 +92,8 @@ class TrainConfig:
     deterministic: bool = False
     grappler: bool = False
     recompute: bool = False
+    inter_op_threads: int = 0
+    intra_op_threads: int = 0
     strategy: str = "default"
     log_every: int = 50
 
@@ -175,20 +178,10 @@ class TrainJob:
         return train_ds, eval_ds, info, num // cfg.batch_size
 
     def _build(self, info: data.DataInfo, steps_per_epoch: int):
-        cfg = self.cfg
         with self.strategy.scope():
-            self.network = build_eval_network(
-                self.genotype, info.num_classes, cfg.init_channels, cfg.layers, cfg.layout, auxiliary=cfg.auxiliary,
-                pool_bn=cfg.pool_bn, drop_path=cfg.drop_path_rate > 0)
-            self.model = TrainingModel(self.network, auxiliary_weight=cfg.auxiliary_weight,
-                                       weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip,
-                                       label_smoothing=cfg.label_smoothing, recompute=cfg.recompute)
-            schedule = learning_rate_schedule(cfg.lr_schedule, cfg.lr, cfg.epochs, steps_per_epoch, minimum=cfg.lr_min,
-                                              decay=cfg.lr_decay, warmup_epochs=cfg.warmup_epochs)
-            # Coupled L2 and post-aggregation clipping are done in train_step: no weight_decay/clipnorm here.
-            optimizer = keras.optimizers.SGD(schedule, momentum=cfg.momentum)
-            self.schedule = schedule
-            self.model.build_all(info.image_shape, optimizer)
+            self.network, self.model = build_training(self.cfg, info.num_classes, info.image_shape, steps_per_epoch,
+                                                      self.genotype)
+            optimizer = self.model.w_optimizer
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         # Every variable of the network by position: a tf.train.Checkpoint of the Keras 3 model itself misses
         # the sublayers held in lists (stem, cells, stages: their BN statistics would not be saved), and the
@@ -349,7 +342,7 @@ class TrainJob:
                     "is intact. Lower --lr, or check the input data.")
             sums.add(out)
             if i % cfg.log_every == 0 or i == steps_per_epoch:
-                step_lr = float(self.schedule(step - 1))  # the rate this step used
+                step_lr = float(self.model.w_optimizer.schedule(step - 1))  # the rate this step used
                 step_scalars.append((step, {"step/loss": out["loss"], "step/accuracy": out["acc"], "step/lr": step_lr}))
                 logging.info("epoch %d/%d step %d/%d (global %d) loss %.4f acc %.3f lr %.4g %.1f images/s", epoch + 1,
                              cfg.epochs, i, steps_per_epoch, step, out["loss"], out["acc"], step_lr,
@@ -434,6 +427,21 @@ class TrainJob:
                 os.unlink(tmp)
             raise
         return path
+
+
+def build_training(cfg: TrainConfig, num_classes: int, image_shape, steps_per_epoch: int, genotype=None):
+    """The evaluation network and its ``TrainingModel`` with the recipe's optimizer, built (variables and
+    optimizer state). Call inside the strategy scope. ``genotype`` defaults to ``cfg``'s (combined)."""
+    genotype = combine_genotypes(cfg.genotype, cfg.stage_genotype) if genotype is None else genotype
+    network = build_eval_network(genotype, num_classes, cfg.init_channels, cfg.layers, cfg.layout,
+                                 auxiliary=cfg.auxiliary, pool_bn=cfg.pool_bn, drop_path=cfg.drop_path_rate > 0)
+    model = TrainingModel(network, auxiliary_weight=cfg.auxiliary_weight, weight_decay=cfg.weight_decay,
+                          grad_clip=cfg.grad_clip, label_smoothing=cfg.label_smoothing, recompute=cfg.recompute)
+    schedule = learning_rate_schedule(cfg.lr_schedule, cfg.lr, cfg.epochs, steps_per_epoch, minimum=cfg.lr_min,
+                                      decay=cfg.lr_decay, warmup_epochs=cfg.warmup_epochs)
+    # Coupled L2 and post-aggregation clipping are the train step's (apply_weight_gradients).
+    model.build_all(image_shape, FlatSGD(schedule, momentum=cfg.momentum))
+    return network, model
 
 
 def run_training(cfg: TrainConfig, run_dir: str, resume: bool = False) -> dict:

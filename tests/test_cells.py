@@ -199,14 +199,19 @@ def test_search_cell_weights_gradient_and_tf_function():
 
 def test_search_cell_shares_parameter_free_ops_per_state():
     cell = SearchCell(2, False, False, CELL_OPS)
-    # One max and one avg pool per state that has outgoing edges (2 inputs + the first 3 nodes).
-    assert [len(p) for p in cell.pools] == [2] * 5
+    # Max pool, avg pool and identity computed once per state that has outgoing edges (2 inputs + the first
+    # 3 nodes) for all its edges; the last node has no outgoing edge.
+    assert cell.shared_op_names == [["max_pool_3x3", "avg_pool_3x3", "skip_connect"]] * 5
+    assert [len(e) for e in cell.out_edges] == [4, 4, 3, 2, 1]
+    assert sorted(k for edges in cell.out_edges for k in edges) == list(range(14))
     cell.build((None, 8, 8, 6), (None, 8, 8, 6))
     # Kernels only for the ops that have weights; one variable per op kind and role for all 14 edges.
     assert sorted(cell.kernels) == ["dil_conv_3x3", "dil_conv_5x5", "sep_conv_3x3", "sep_conv_5x5"]
     assert len(cell.trainable_weights) == 2 * 4 + 2  # + the two preprocessing kernels
     assert tuple(cell.kernels["sep_conv_5x5"][0].shape) == (14, 2, 5, 5, 2, 1)
     reduce = SearchCell(2, True, False, CELL_OPS)
+    # A reduction cell's inputs share only the strided pools: their skip is a FactorizedReduce per edge.
+    assert reduce.shared_op_names[0] == ["max_pool_3x3", "avg_pool_3x3"]
     reduce.build((None, 8, 8, 6), (None, 8, 8, 6))
     # The strided skip (FactorizedReduce) on the 8 edges leaving the inputs: two 1×1 kernels C → C/2 each.
     assert tuple(reduce.kernels["skip_connect"][0].shape) == (8, 2, 2, 1)

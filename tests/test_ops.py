@@ -205,6 +205,58 @@ def test_sep_conv_matches_reference(stride):
     np.testing.assert_allclose(y, h, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_sep_conv_training_updates_both_running_statistics(stride):
+    """In training a SepConv runs as one chain (primitives.chain); each BN still gets its own running averages."""
+    x = _non_affine_input(size=7)
+    op = ops.SepConv(3, 3, stride, affine=True, running_stats=True)
+    op.build(x.shape)
+    for v in op.trainable_weights:
+        if "gamma" in v.path or "beta" in v.path:
+            v.assign(rand(*v.shape, seed=len(v.path)) + (2.0 if "gamma" in v.path else 0.0))
+    y = op(tf.constant(x), training=True).numpy()
+    h, means, variances = x, [], []
+    for block, s in ((op.block_1, stride), (op.block_2, 1)):
+        z = np_conv(np_depthwise(relu(h), block.depthwise_kernel.numpy(), s, 1), block.pointwise_kernel.numpy())
+        means.append(z.mean(axis=(0, 1, 2)))
+        variances.append(z.var(axis=(0, 1, 2)) * z[..., 0].size / (z[..., 0].size - 1))
+        h = np_bn(z, block.bn.gamma.numpy(), block.bn.beta.numpy())
+    np.testing.assert_allclose(y, h, rtol=1e-4, atol=1e-4)
+    for block, mean, var in zip((op.block_1, op.block_2), means, variances):
+        np.testing.assert_allclose(block.bn.moving_mean.numpy(), 0.1 * mean, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(block.bn.moving_variance.numpy(), 0.9 + 0.1 * var, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("affine,running_stats", [(True, True), (False, False)])
+def test_relu_conv_bn_on_one_input_equals_separate_layers(affine, running_stats):
+    """Two 1×1 preprocessings of the same tensor as one block: same outputs, gradients and running statistics."""
+    x = tf.constant(_non_affine_input(c=5))
+    layers = [ops.ReLUConvBN(3, 1, 1, affine=affine, running_stats=running_stats) for _ in range(2)]
+    twins = [ops.ReLUConvBN(3, 1, 1, affine=affine, running_stats=running_stats) for _ in range(2)]
+    for a, b in zip(layers, twins):
+        a.build(x.shape)
+        b.build(x.shape)
+        for va, vb in zip(a.weights, b.weights):
+            vb.assign(va + (rand(*va.shape, seed=3) if "gamma" in va.path else 0.0))
+            va.assign(vb)
+    probe = [tf.constant(rand(8, 6, 6, 3, seed=4 + i)) for i in range(2)]
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        joint = ops.relu_conv_bn_same_input(layers, x, training=True)
+        apart = [layer(x, training=True) for layer in twins]
+        loss_joint = tf.add_n([tf.reduce_sum(y * p) for y, p in zip(joint, probe)])
+        loss_apart = tf.add_n([tf.reduce_sum(y * p) for y, p in zip(apart, probe)])
+    for a, b in zip(joint, apart):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-5)
+    got = tape.gradient(loss_joint, [x] + [w for layer in layers for w in layer.trainable_weights])
+    want = tape.gradient(loss_apart, [x] + [w for layer in twins for w in layer.trainable_weights])
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
+    for a, b in zip(layers, twins):
+        for va, vb in zip(a.non_trainable_weights, b.non_trainable_weights, strict=True):
+            np.testing.assert_allclose(va.numpy(), vb.numpy(), rtol=1e-5, atol=1e-6)
+
+
 # === BatchNorm ===
 
 

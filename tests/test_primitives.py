@@ -78,6 +78,61 @@ def test_block_gradients_equal_autodiff(name, recompute, weighted, affine):
         np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=2e-3, atol=2e-4)
 
 
+@pytest.mark.parametrize("affine", [False, True])
+@pytest.mark.parametrize("recompute", [False, True])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_two_stage_chain_gradients_equal_autodiff(stride, recompute, affine):
+    """A separable conv: stage 1 (strided), ReLU, stage 2, with the op weight on the last BN."""
+    x = rand(4, 7, 7, 3, seed=30)
+    dw1, pw1, dw2, pw2 = rand(5, 5, 3, 1, seed=31), rand(3, 3, seed=32), rand(5, 5, 3, 1, seed=33), rand(3, 3, seed=34)
+    gb = [rand(3, seed=35) + 2.0, rand(3, seed=36), rand(3, seed=37) + 2.0, rand(3, seed=38)] if affine else [None] * 4
+    weight = tf.constant(0.6)
+    padding = "SAME" if stride == 1 else "VALID"
+    x_in = x if stride == 1 else tf.pad(x, [[0, 0], [2, 2], [2, 2], [0, 0]])
+    sources = [t for t in [x_in, dw1, pw1, dw2, pw2, weight, *gb] if t is not None]
+    probe = rand(4, 4 if stride == 2 else 7, 4 if stride == 2 else 7, 3, seed=39)
+
+    def grads(fn):
+        with tf.GradientTape() as tape:
+            tape.watch(sources)
+            loss = tf.reduce_sum(fn() * probe)
+        return loss, tape.gradient(loss, sources)
+
+    with P.options(recompute=recompute):
+        got, got_g = grads(lambda: P.chain(x_in, [P.Stage(pw1, dw1, stride, padding, scale=gb[0], offset=gb[1]),
+                                                 P.Stage(pw2, dw2, scale=gb[2], offset=gb[3])], weight=weight))
+    want, want_g = grads(lambda: reference_block(tf.nn.relu(reference_block(x_in, pw1, gb[0], gb[1], dw1, stride,
+                                                                            padding)),
+                                                 pw2, gb[2], gb[3], dw2, weight=weight))
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4)
+    for a, b in zip(got_g, want_g):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=2e-3, atol=2e-4)
+
+
+@pytest.mark.parametrize("recompute", [False, True])
+@pytest.mark.parametrize("pad", [0, 1])
+def test_chain_with_a_relu_source_differentiates_through_the_relu(pad, recompute):
+    """source=(h, pad): x = pad(relu(h)); the gradient reaches h (and only h is kept with recompute)."""
+    h = rand(4, 6, 6, 3, seed=40)
+    dw, pw = rand(3, 3, 3, 1, seed=41), rand(3, 3, seed=42)
+    stride, padding = (1, "SAME") if pad == 0 else (2, "VALID")
+    probe = rand(4, 6 // stride, 6 // stride, 3, seed=43)
+
+    def grads(fn):
+        with tf.GradientTape() as tape:
+            tape.watch([h, dw, pw])
+            loss = tf.reduce_sum(fn() * probe)
+        return tape.gradient(loss, [h, dw, pw])
+
+    x = tf.pad(tf.nn.relu(h), [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+    with P.options(recompute=recompute):
+        got = grads(lambda: P.chain(x, [P.Stage(pw, dw, stride, padding)], source=(h, pad)))
+    want = grads(lambda: reference_block(tf.pad(tf.nn.relu(h), [[0, 0], [pad, pad], [pad, pad], [0, 0]]), pw, None,
+                                         None, dw, stride, padding))
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=2e-3, atol=2e-4)
+
+
 def test_block_statistics_are_batch_mean_and_unbiased_variance():
     x, pw = rand(2, 3, 3, 2, seed=8), rand(2, 3, seed=9)
     _, mean, var = P.block(x, pw, statistics=True)
@@ -145,3 +200,41 @@ def test_polyphase_round_trip_and_dilated_conv():
 def test_subsample_is_the_even_sub_grid():
     x = rand(2, 7, 7, 3, seed=19)
     np.testing.assert_array_equal(P.subsample(x).numpy(), x.numpy()[:, ::2, ::2, :])
+
+
+@pytest.mark.parametrize("recompute", [False, True])
+@pytest.mark.parametrize("bn", [True, False])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("size", [6, 7])
+def test_shared_ops_gradients_equal_autodiff(size, stride, bn, recompute):
+    """Σ_o w[e][o]·o(h) per edge, for the pools (+ BN) and skip: values and gradients w.r.t. h and every w."""
+    from hdas_tf import ops
+
+    h = rand(4, size, size, 3, seed=50) - 0.5
+    names = ["max_pool_3x3", "avg_pool_3x3"] + (["skip_connect"] if stride == 1 else [])
+    weights = [[tf.constant(0.1 * (e + 1) + 0.3 * o) for o in range(len(names))] for e in range(3)]
+    flat = [w for row in weights for w in row]
+    probes = [rand(4, (size - 1) // stride + 1, (size - 1) // stride + 1, 3, seed=51 + e) for e in range(3)]
+
+    def reference():
+        maps = []
+        for name in names:
+            if name == "skip_connect":
+                maps.append(h)
+            else:  # the op layers' forward (checked against numpy in test_ops) under TF's autodiff
+                maps.append(ops.Pool(name[:3], stride, bn=bn, affine=False, running_stats=False)(h, training=True))
+        return [tf.add_n([w * t for w, t in zip(row, maps)]) for row in weights]
+
+    def grads(fn):
+        with tf.GradientTape() as tape:
+            tape.watch([h] + flat)
+            outs = fn()
+            loss = tf.add_n([tf.reduce_sum(o * p) for o, p in zip(outs, probes)])
+        return loss, tape.gradient(loss, [h] + flat)
+
+    with P.options(recompute=recompute):
+        got, got_g = grads(lambda: P.shared_ops(h, names, weights, stride, bn))
+    want, want_g = grads(reference)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4)
+    for a, b in zip(got_g, want_g):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=2e-3, atol=2e-4)

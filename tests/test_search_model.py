@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from hdas_tf.networks import ChainSupernet
+from hdas_tf.optimizers import FlatSGD
 from hdas_tf.search_model import ArchitectureSearchModel, CosineEpochSchedule
 from hdas_tf.search_space import SearchSpace
 
@@ -22,7 +23,7 @@ def _model(unrolled=False, seed=0, grad_clip=5.0, space=None):
     keras.utils.set_random_seed(seed)
     model = ArchitectureSearchModel(ChainSupernet(space), space.arch_shapes(), unrolled=unrolled, grad_clip=grad_clip,
                                     seed=seed)
-    w_opt = keras.optimizers.SGD(CosineEpochSchedule(0.05, 0.001, 4, 10), momentum=0.9)
+    w_opt = FlatSGD(CosineEpochSchedule(0.05, 0.001, 4, 10), momentum=0.9)
     a_opt = keras.optimizers.Adam(3e-3, beta_1=0.5, beta_2=0.999, epsilon=1e-8)
     model.build_all(IMAGE, w_opt, a_opt)
     return model
@@ -50,10 +51,10 @@ def test_variable_partition_and_optimizer_slots():
     assert [v.path.split("/")[-1] for v in model.arch_variables] == ["alpha_normal", "alpha_reduce"]
     assert not any(id(v) in arch_ids for v in model.weight_variables)
     assert len(model.weight_variables) + 2 == len(model.trainable_variables)
-    # SGD keeps one momentum slot per weight and none for α (KERAS_NOTES §1.1 pitfall), plus its
-    # iteration counter (the schedule needs no learning-rate variable); Adam: iteration, lr, 2 slots per α.
-    assert len(model.w_optimizer.variables) == 1 + len(model.weight_variables)
-    assert not any("alpha" in v.path for v in model.w_optimizer.variables)
+    # FlatSGD keeps one momentum buffer for every weight and none for α (KERAS_NOTES §1.1 pitfall), plus its
+    # step counter (the schedule needs no learning-rate variable); Adam: iteration, lr, 2 slots per α.
+    assert len(model.w_optimizer.variables) == 2
+    assert model.w_optimizer.buffer.shape == (sum(int(np.prod(v.shape)) for v in model.weight_variables),)
     assert len(model.a_optimizer.variables) == 2 + 2 * 2
 
 
@@ -128,10 +129,39 @@ def test_weight_step_is_sgd_with_coupled_decay_after_clipping():
     g, _ = tf.clip_by_global_norm(g, 0.01)
     lr = 0.05  # epoch 0 of the cosine schedule
     for w, gi, got in zip(w0, g, w1):
-        # Keras SGD with momentum from a zero slot: w -= lr·(g + wd·w) on the first step.
+        # torch.optim.SGD from an empty momentum buffer: w -= lr·(g + wd·w) on the first step.
         np.testing.assert_allclose(got, w - lr * (gi.numpy() + 3e-4 * w), rtol=1e-4, atol=1e-6)
     assert new_weights  # the step changed something measurable
     assert max(np.abs(a - b).max() for a, b in zip(w0, w1)) > 1e-5
+
+
+def test_flat_sgd_is_torch_sgd_with_momentum_decay_and_clipping():
+    """Three steps with a rate that changes between them (where Keras' SGD, which folds the rate into its
+    momentum slot, would differ): d = clip(g) + λw; v = μv + d; w -= lr·v."""
+    a = tf.Variable(np.array([[1.0, -2.0], [0.5, 3.0]], np.float32))
+    b = tf.Variable(np.array([0.25, -1.0, 2.0], np.float32))
+    rates = [0.1, 0.05, 0.02]
+    opt = FlatSGD(lambda step: tf.gather(tf.constant(rates), step), momentum=0.9)
+    opt.build([a, b])
+    grads = [[np.array([[0.3, -0.1], [0.2, 0.4]], np.float32), np.array([1.0, 0.5, -2.0], np.float32)],
+             [np.array([[-0.2, 0.1], [0.0, 0.3]], np.float32), np.array([0.1, 0.2, 0.3], np.float32)],
+             [np.array([[0.05, 0.05], [0.1, -0.1]], np.float32), np.array([-0.4, 0.0, 0.4], np.float32)]]
+    w = [a.numpy().astype(np.float64), b.numpy().astype(np.float64)]
+    v = [np.zeros_like(w[0]), np.zeros_like(w[1])]
+    for step, g in enumerate(grads):
+        assert float(opt.learning_rate) == pytest.approx(rates[step])
+        opt.apply([tf.constant(x) for x in g], [a, b], grad_clip=1.0, weight_decay=0.1)
+        norm = np.sqrt(sum(float((x.astype(np.float64) ** 2).sum()) for x in g))
+        scale = min(1.0, 1.0 / norm)
+        for i in range(2):
+            d = g[i] * scale + 0.1 * w[i]
+            v[i] = 0.9 * v[i] + d
+            w[i] = w[i] - rates[step] * v[i]
+        np.testing.assert_allclose(a.numpy(), w[0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(b.numpy(), w[1], rtol=1e-5, atol=1e-6)
+    assert int(opt.iterations.numpy()) == 3
+    with pytest.raises(ValueError, match="built for"):
+        opt.apply([tf.zeros((3,))], [b])
 
 
 def test_cosine_schedule_is_per_epoch():
