@@ -378,17 +378,10 @@ def synthetic_dataset(kind: str, batch: int, image_size: int, num_classes: int, 
 
 
 def distributed_step(strategy, fn):
-    """A tf.function running ``fn`` per replica and summing its per-replica outputs (``SearchLoop``'s step:
-    the search and training steps return per-replica shares of global values, so the sum is the value)."""
-    import tensorflow as tf
+    """``trainer.distributed_step``: the search loop's step function (imported late: TensorFlow is heavy)."""
+    from hdas_tf.trainer import distributed_step as step
 
-    @tf.function
-    def step(batch):
-        per_replica = strategy.run(fn, args=(batch,))
-        return tf.nest.map_structure(lambda v: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None),
-                                     per_replica)
-
-    return step
+    return step(strategy, fn)
 
 
 def forward_backward(model):

@@ -33,7 +33,8 @@ from hdas_tf.macs import count_macs, count_params
 from hdas_tf.search_job import configure_runtime, json_ready  # noqa: F401  (configure_runtime: re-exported)
 from hdas_tf.optimizers import FlatSGD
 from hdas_tf.train_model import TrainingModel, combine_genotypes, learning_rate_schedule
-from hdas_tf.trainer import NonFiniteLossError, ensure_fresh_or_resume, make_strategy, peak_rss_mib, write_json_atomic
+from hdas_tf.trainer import (NonFiniteLossError, distributed_step, ensure_fresh_or_resume, make_strategy, peak_rss_mib,
+                             write_json_atomic)
 
 LR_SCHEDULES = ("cosine", "exponential")
 STRATEGIES = ("default", "mirrored", "multi_worker")
@@ -194,18 +195,9 @@ class TrainJob:
                                                   max_to_keep=3)
 
     def _step_functions(self):
-        strategy, model = self.strategy, self.model
-
-        def reduced(fn):
-            @tf.function
-            def step(batch):
-                per_replica = strategy.run(fn, args=(batch,))
-                # Per-replica shares (train) or sums (test): their sum over replicas is the global value.
-                return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
-
-            return step
-
-        return reduced(model.train_step), reduced(model.test_step)
+        # Per-replica shares (train) or sums (test): their sum over replicas is the global value.
+        return (distributed_step(self.strategy, self.model.train_step),
+                distributed_step(self.strategy, self.model.test_step))
 
     def _restore(self, steps_per_epoch: int) -> int:
         latest = self.manager.latest_checkpoint

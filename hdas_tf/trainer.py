@@ -64,6 +64,9 @@ def save_npz_atomic(path: str, arrays: dict) -> None:
         raise
 
 
+_MIRRORED: dict = {}
+
+
 def make_strategy(kind: str = "default") -> tf.distribute.Strategy:
     """One strategy object for the whole run (DESIGN §7).
 
@@ -74,11 +77,27 @@ def make_strategy(kind: str = "default") -> tf.distribute.Strategy:
         return tf.distribute.get_strategy()
     if kind == "mirrored":
         gpus = tf.config.list_logical_devices("GPU")
-        devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
-        return tf.distribute.MirroredStrategy(devices)
+        devices = tuple(d.name for d in (gpus or tf.config.list_logical_devices("CPU")))
+        # One per process and device set: a second MirroredStrategy over the same devices starts its collective
+        # instance keys where the first did, and the collective runtime then mixes the two (shape mismatches).
+        if devices not in _MIRRORED:
+            _MIRRORED[devices] = tf.distribute.MirroredStrategy(list(devices))
+        return _MIRRORED[devices]
     if kind == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"unknown strategy {kind!r}; choose default, mirrored or multi_worker")
+
+
+def distributed_step(strategy, fn):
+    """A tf.function running ``fn`` per replica and summing its per-replica outputs: the search and training
+    steps return per-replica shares (or sums) of global values, so their sum over replicas is the value."""
+
+    @tf.function
+    def step(batch):
+        per_replica = strategy.run(fn, args=(batch,))
+        return tf.nest.map_structure(lambda v: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None), per_replica)
+
+    return step
 
 
 @dataclasses.dataclass
@@ -143,15 +162,7 @@ class SearchLoop:
         return int(self.step.numpy())
 
     def _step_function(self):
-        strategy, model = self.strategy, self.model
-
-        @tf.function
-        def step_fn(batch):
-            per_replica = strategy.run(model.train_step, args=(batch,))
-            # train_step returns per-replica shares of global quantities: their sum is the global value.
-            return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
-
-        return step_fn
+        return distributed_step(self.strategy, self.model.train_step)
 
     def arch_numpy(self) -> dict:
         return {name: v.numpy() for name, v in self.model.arch_dict().items()}

@@ -12,6 +12,7 @@ from hdas_tf.networks import ChainSupernet
 from hdas_tf.optimizers import FlatSGD
 from hdas_tf.search_model import ArchitectureSearchModel, CosineEpochSchedule
 from hdas_tf.search_space import SearchSpace
+from hdas_tf.trainer import make_strategy
 
 SPACE = SearchSpace(layers=3, init_channels=2, num_classes=4,
                     cell_ops=("max_pool_3x3", "skip_connect", "sep_conv_3x3", "dil_conv_3x3", "none"))
@@ -180,9 +181,8 @@ def test_cosine_schedule_is_per_epoch():
 def test_one_device_equals_two_replicas(unrolled):
     batch = _batch(8)
     single = _model(unrolled)
-    cpus = tf.config.list_logical_devices("CPU")
-    assert len(cpus) >= 2, "conftest configures two logical CPUs"
-    strategy = tf.distribute.MirroredStrategy([d.name for d in cpus[:2]])
+    strategy = make_strategy("mirrored")  # one per process (collective keys), over conftest's two logical CPUs
+    assert strategy.num_replicas_in_sync == 2
     with strategy.scope():
         mirrored = _model(unrolled)
     _copy_variables(single, mirrored)

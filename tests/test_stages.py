@@ -16,6 +16,7 @@ from hdas_tf.networks import StageSupernet
 from hdas_tf.search_model import ArchitectureSearchModel
 from hdas_tf.search_space import SearchSpace
 from hdas_tf.stages import FixedStage, SearchStage, derive_stage_genotype, stage_arch_shapes
+from hdas_tf.trainer import make_strategy
 
 MAX, AVG, SKIP, NONE = "max_pool_3x3", "avg_pool_3x3", "skip_connect", "none"
 STAGE_OPS = (MAX, AVG, SKIP, NONE)
@@ -384,7 +385,7 @@ def test_search_step_one_device_equals_mirrored():
 
     single = _search_model(space, tf.distribute.get_strategy())
     initial_arch = [v.numpy() for v in single.arch_variables]
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = make_strategy("mirrored")  # one per process (collective keys), over conftest's two logical CPUs
     mirrored = _search_model(space, strategy)
     # Same construction order, so the same variables in the same order (paths differ by Keras' unique suffixes).
     assert [tuple(v.shape) for v in single.weights] == [tuple(v.shape) for v in mirrored.weights]

@@ -27,6 +27,7 @@ from hdas_tf.train_model import (
     combine_genotypes,
     learning_rate_schedule,
 )
+from hdas_tf.trainer import make_strategy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 768 digits → 24 steps of 32 per epoch; C=8, 3 cells. Measured: test accuracy 0.88 after 4 epochs (chance 0.1).
@@ -282,7 +283,7 @@ def test_mirrored_step_equals_single_device_step():
     x = np.random.RandomState(0).randn(8, 32, 32, 3).astype("float32")
     y = np.arange(8, dtype="int32") % 5
     results = []
-    for strategy in (tf.distribute.get_strategy(), tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])):
+    for strategy in (tf.distribute.get_strategy(), make_strategy("mirrored")):  # one mirrored per process
         keras.utils.set_random_seed(0)
         with strategy.scope():
             # No auxiliary head: its BNs see 2×2 and 1×1 maps of 8 images, where the replicas' float32
