@@ -8,7 +8,7 @@ import sys
 
 from absl import app, flags, logging
 
-from hdas_tf import configs, data
+from hdas_tf import configs, data, runtime_flags
 
 FLAGS = flags.FLAGS
 
@@ -60,17 +60,7 @@ flags.DEFINE_enum("genotype_selection", "last", configs.SELECTIONS,
                   "Final genotype: the last epoch's, or the epoch with the best supernet validation accuracy.")
 flags.DEFINE_integer("seed", 0, "Seed of weights, α and the data split/order.")
 flags.DEFINE_boolean("deterministic", False, "Deterministic ops (bit-identical resume).")
-flags.DEFINE_boolean("grappler", False, "Enable TF graph optimisation (slower start; see BUILD_NOTES).")
-flags.DEFINE_integer("inter_op_threads", 0, "Ops run side by side; 0 = automatic (one per core on a CPU-only host).",
-                     lower_bound=0)
-flags.DEFINE_integer("intra_op_threads", 0, "Threads per op; 0 = automatic (on a CPU-only host 1 below a batch of "
-                     "64 — a supernet's many small ops parallelise better across ops — and 2 from 64 on).",
-                     lower_bound=0)
-flags.DEFINE_boolean("recompute", False, "Recompute conv activations in the backward pass instead of keeping them: "
-                     "much less memory (large batches), some extra compute.")
-flags.DEFINE_enum("strategy", "default", configs.STRATEGIES, "tf.distribute strategy.")
-flags.DEFINE_integer("logical_cpus", 0, "Split the CPU into this many logical devices (to run 'mirrored' on CPU).",
-                     lower_bound=0)
+flags.adopt_module_key_flags(runtime_flags)  # grappler, threads, recompute, strategy, logical_cpus
 flags.DEFINE_integer("log_every", 10, "Log and write step summaries every N steps.", lower_bound=1)
 
 
@@ -84,11 +74,7 @@ def config_from_flags() -> configs.SearchConfig:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if FLAGS.logical_cpus:
-        import tensorflow as tf
-
-        cpus = tf.config.list_physical_devices("CPU")
-        tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * FLAGS.logical_cpus)
+    runtime_flags.split_cpu()
     try:
         cfg = config_from_flags()
     except ValueError as e:

@@ -9,7 +9,7 @@ import sys
 
 from absl import app, flags, logging
 
-from hdas_tf import data
+from hdas_tf import data, runtime_flags
 
 FLAGS = flags.FLAGS
 
@@ -60,17 +60,7 @@ flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing ε of both losses (I
 flags.DEFINE_boolean("resume", False, "Continue the run in --run_dir from its latest checkpoint (end of an epoch).")
 flags.DEFINE_integer("seed", 0, "Seed of the weights, drop path and the data order.")
 flags.DEFINE_boolean("deterministic", False, "Deterministic ops.")
-flags.DEFINE_boolean("grappler", False, "Enable TF graph optimisation (slower start; see BUILD_NOTES).")
-flags.DEFINE_integer("inter_op_threads", 0, "Ops run side by side; 0 = automatic (one per core on a CPU-only host).",
-                     lower_bound=0)
-flags.DEFINE_integer("intra_op_threads", 0, "Threads per op; 0 = automatic (on a CPU-only host 1 below a batch of "
-                     "64 — a supernet's many small ops parallelise better across ops — and 2 from 64 on).",
-                     lower_bound=0)
-flags.DEFINE_boolean("recompute", False, "Recompute conv activations in the backward pass instead of keeping them: "
-                     "less memory, some extra compute.")
-flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"], "tf.distribute strategy.")
-flags.DEFINE_integer("logical_cpus", 0, "Split the CPU into this many logical devices (to run 'mirrored' on CPU).",
-                     lower_bound=0)
+flags.adopt_module_key_flags(runtime_flags)  # grappler, threads, recompute, strategy, logical_cpus
 flags.DEFINE_integer("log_every", 50, "Log and record step summaries every N steps.", lower_bound=1)
 
 
@@ -93,12 +83,7 @@ def write_flags_file(run_dir: str) -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if FLAGS.logical_cpus:
-        import tensorflow as tf
-
-        cpus = tf.config.list_physical_devices("CPU")
-        tf.config.set_logical_device_configuration(cpus[0],
-                                                   [tf.config.LogicalDeviceConfiguration()] * FLAGS.logical_cpus)
+    runtime_flags.split_cpu()
     from hdas_tf.train_job import TrainJob, configure_runtime
     from hdas_tf.trainer import ensure_fresh_or_resume
 

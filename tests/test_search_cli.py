@@ -42,6 +42,7 @@ def test_run_directory_has_every_file(full_run):
     assert any(f.startswith("ckpt-4") for f in os.listdir(run_dir / "checkpoints"))
     flags_cfg = (run_dir / "flags.cfg").read_text()
     assert "--init_channels=2" in flags_cfg and "--max_steps=4" in flags_cfg
+    assert "--strategy=default" in flags_cfg and "--norecompute" in flags_cfg  # the shared runtime flags too
     run = json.loads((run_dir / "run.json").read_text())
     assert run["steps"] == 4
     assert run["arch_params"] == 224
