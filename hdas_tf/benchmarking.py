@@ -419,16 +419,49 @@ def _block(out) -> dict | float:
     return float(out)
 
 
+CPU_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+
+def cpu_times(stat_path: str = "/proc/stat") -> dict | None:
+    """The machine's cumulative CPU time by kind (clock ticks, all cores) from the ``cpu`` line of /proc/stat,
+    or None where there is none (not Linux)."""
+    try:
+        with open(stat_path) as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu" or len(fields) < 1 + len(CPU_FIELDS):
+        return None
+    return dict(zip(CPU_FIELDS, (int(v) for v in fields[1:1 + len(CPU_FIELDS)])))
+
+
+def cpu_shares(before: dict | None, after: dict | None) -> dict | None:
+    """Shares of the machine's CPU time between two ``cpu_times`` snapshots: ``steal`` (time the hypervisor
+    ran other guests on our virtual CPUs: a contended host, the numbers are pessimistic), ``idle`` (cores
+    this benchmark left unused) and ``busy`` (the rest: this process and anything else running)."""
+    if before is None or after is None:
+        return None
+    delta = {k: after[k] - before[k] for k in CPU_FIELDS}
+    total = sum(delta.values())
+    if total <= 0:
+        return None
+    idle = (delta["idle"] + delta["iowait"]) / total
+    return {"steal": delta["steal"] / total, "idle": idle, "busy": 1.0 - idle - delta["steal"] / total}
+
+
 def measure(fn, batches, steps: int, warmup: int) -> dict:
     """Calls ``fn(next(batches))`` once (tracing), ``warmup`` more times, then ``steps`` timed times.
 
     Each call blocks on its result and its batch is fetched before the clock starts. Returns ``first_s``
     (the first call), ``first_end`` (``time.perf_counter()`` at its end), ``step_s`` (the timed calls),
-    ``median_s`` and ``last`` (the last call's outputs as floats).
+    ``median_s``, ``last`` (the last call's outputs as floats) and ``cpu`` (``cpu_shares`` over the timed
+    calls, None where /proc/stat is missing).
     """
-    times, first_s, first_end, last = [], None, None, None
+    times, first_s, first_end, last, ticks = [], None, None, None, None
     for i in range(1 + warmup + steps):
         batch = next(batches)
+        if i == warmup + 1:
+            ticks = cpu_times()
         t0 = time.perf_counter()
         last = _block(fn(batch))
         t1 = time.perf_counter()
@@ -437,7 +470,7 @@ def measure(fn, batches, steps: int, warmup: int) -> dict:
         elif i > warmup:
             times.append(t1 - t0)
     return {"first_s": first_s, "first_end": first_end, "step_s": times, "median_s": statistics.median(times),
-            "last": last}
+            "last": last, "cpu": cpu_shares(ticks, cpu_times())}
 
 
 def run_benchmark(spec: BenchmarkSpec) -> dict:
@@ -479,7 +512,8 @@ def run_benchmark(spec: BenchmarkSpec) -> dict:
 
 def _timing_fields(timing: dict, t_start: float, build_s: float) -> dict:
     return {"build_s": build_s, "first_step_s": timing["first_end"] - t_start, "first_call_s": timing["first_s"],
-            "step_s": timing["step_s"], "step_s_median": timing["median_s"], "last_step": timing["last"]}
+            "step_s": timing["step_s"], "step_s_median": timing["median_s"], "last_step": timing["last"],
+            "cpu_during_steps": timing["cpu"]}
 
 
 def search_config(spec: BenchmarkSpec):
@@ -703,7 +737,7 @@ def _sig(value, digits: int = 3) -> str:
 
 
 TABLE_HEADER = ("| row | configuration | batch | order | s/step | img/s | peak RSS GiB | first step s | overhead | "
-                "ref s/step | ref img/s | ref RSS GiB | speed-up | memory ratio |")
+                "ref s/step | ref img/s | ref RSS GiB | speed-up | memory ratio | steal % |")
 
 
 def standard_table(results: list[dict]) -> str:
@@ -734,6 +768,8 @@ def standard_table(results: list[dict]) -> str:
             cells += [_sig(ref.step_s), _sig(ref.img_per_s), f"{ref.peak_rss_gib:.1f}",
                       "—" if ours_img is None else f"{ours_img / ref.img_per_s:.2f}×",
                       "—" if ours_gib is None else f"{ours_gib / ref.peak_rss_gib:.2f}"]
+        cpu = r.get("cpu_during_steps")
+        cells.append("—" if not cpu else f"{100 * cpu['steal']:.1f}")
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)
 
@@ -765,6 +801,9 @@ timed steps; every call blocks on its result.
 - ref: the PyTorch reference on this kind of machine (2 cores, median of 10 steps after 3 warm-up).
   speed-up = img/s ÷ ref img/s (above 1 is faster); memory ratio = peak RSS ÷ ref peak RSS (below 1 is
   smaller).
+- steal %: the share of the machine's CPU time the hypervisor gave to other guests during the timed steps
+  (/proc/stat; "—" where it was not recorded). Above a few per cent the host was contended and the row's
+  times are pessimistic.
 """
 
 

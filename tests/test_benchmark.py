@@ -182,6 +182,23 @@ def test_measure_times_only_the_steps_after_the_warmup():
     assert calls == list(range(7))  # one tracing call, 2 warm-up, 4 timed; one batch each
     assert len(t["step_s"]) == 4 and t["median_s"] == statistics.median(t["step_s"])
     assert t["last"] == {"loss": 6.0} and t["first_s"] > 0
+    if benchmark.cpu_times() is not None:  # Linux: the CPU shares of the timed calls are recorded
+        assert t["cpu"] is None or sum(t["cpu"].values()) == pytest.approx(1.0)
+
+
+def test_cpu_shares_from_proc_stat_lines(tmp_path):
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 20 300 10 0 0 70 0 0\ncpu0 50 0 10 150 5 0 0 35 0 0\n")
+    before = benchmark.cpu_times(str(stat))
+    assert before == {"user": 100, "nice": 0, "system": 20, "idle": 300, "iowait": 10, "irq": 0, "softirq": 0,
+                      "steal": 70}
+    stat.write_text("cpu  400 0 50 350 10 0 0 170 0 0\n")
+    # Δ: user 300, system 30, idle 50, steal 100 → 480 ticks: steal 100/480, idle 50/480, busy 330/480.
+    shares = benchmark.cpu_shares(before, benchmark.cpu_times(str(stat)))
+    assert shares == pytest.approx({"steal": 100 / 480, "idle": 50 / 480, "busy": 330 / 480})
+    assert benchmark.cpu_shares(before, before) is None and benchmark.cpu_shares(None, before) is None
+    stat.write_text("intr 1 2 3\n")
+    assert benchmark.cpu_times(str(stat)) is None and benchmark.cpu_times(str(tmp_path / "missing")) is None
 
 
 # === the standard set ===
@@ -198,21 +215,22 @@ def _result(row, step, rss_mib, first, overhead=None, batch=None):
 
 
 def test_standard_table_from_result_dicts():
-    results = [_result("cell_o1_b16", 4.0, 2048.0, 61.0, overhead=1.5),
+    results = [{**_result("cell_o1_b16", 4.0, 2048.0, 61.0, overhead=1.5),
+                "cpu_during_steps": {"steal": 0.123, "idle": 0.2, "busy": 0.677}},
                _result("inference_b1", 0.0125, 512.0, 7.5),
                {"row": "stage_o2_b64", "error": "exit status 1: boom", "batch": "64"}]
     results[1]["order"] = None
     lines = benchmark.standard_table(results).splitlines()
-    assert lines[0] == benchmark.TABLE_HEADER and lines[1] == "|" + "---|" * 14
+    assert lines[0] == benchmark.TABLE_HEADER and lines[1] == "|" + "---|" * 15
     # 16/4.0 = 4 img/s against the reference's 2.24: 1.79× faster; 2.00 GiB against 2.6: 0.77.
     assert lines[2] == ("| cell_o1_b16 | DARTS cell supernet C=16 L=8, first order | 16 | 1 | 4.00 | 4.00 | 2.00 | "
-                        "61.0 | 1.50 | 7.14 | 2.24 | 2.6 | 1.79× | 0.77 |")
+                        "61.0 | 1.50 | 7.14 | 2.24 | 2.6 | 1.79× | 0.77 | 12.3 |")
     assert lines[3] == ("| inference_b1 | DARTS_V2 evaluation network C=36 L=20, inference | 1 | — | 0.0125 | 80.0 | "
-                        "0.50 | 7.50 | — | — | — | — | — | — |")
+                        "0.50 | 7.50 | — | — | — | — | — | — | — |")
     assert lines[4].startswith("| stage_o2_b64 | H^s-DAS stage supernet (DARTS_V2 cells) C=16 L=20 (6-6-6), second "
                                "order | 64 | — | failed (see results.json) |")
-    assert lines[4].endswith("| 31.5 | 2.03 | 9.6 | — | — |")
-    assert len(lines) == 5 and all(line.count("|") == 15 for line in lines)
+    assert lines[4].endswith("| 31.5 | 2.03 | 9.6 | — | — | — |")
+    assert len(lines) == 5 and all(line.count("|") == 16 for line in lines)
 
 
 def test_readme_and_results_of_a_standard_run(tmp_path, monkeypatch):
