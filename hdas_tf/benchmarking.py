@@ -787,7 +787,7 @@ Written by `bash scripts/benchmark.sh` (= `python -m hdas_tf.benchmark --standar
 Do not edit by hand: rerun the standard set (or `--rows=NAME,...` to redo some rows, which merges them into
 the existing `results.json`).
 
-Method (`hdas_tf/benchmark.py`; BUILD_NOTES "Speed"): each row runs in its own process, one after another
+Method (`hdas_tf/benchmarking.py`; BUILD_NOTES "Speed"): each row runs in its own process, one after another
 (peak RSS is per process). The real model and step are built and fed seeded synthetic 32×32×3 batches with
 10 classes. The first step (tracing, graph optimisation, first run) is followed by warm-up steps, then the
 timed steps; every call blocks on its result.
@@ -803,7 +803,7 @@ timed steps; every call blocks on its result.
   smaller).
 - steal %: the share of the machine's CPU time the hypervisor gave to other guests during the timed steps
   (/proc/stat; "—" where it was not recorded). Above a few per cent the host was contended and the row's
-  times are pessimistic.
+  times are pessimistic. BUILD_NOTES "Speed" says under what conditions the committed run was taken.
 """
 
 
