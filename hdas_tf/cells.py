@@ -80,6 +80,7 @@ class SearchCell(keras.layers.Layer):
         self.out_edges = [[k for k, src in enumerate(self.edge_sources) if src == j] for j in range(steps + 1)]
         self.shared_op_names = [[name for name in self.op_names if name in _POOLS or (
             name == "skip_connect" and not (self.reduction and j < 2))] for j in range(steps + 1)]
+        self._shared_columns = [[self.op_names.index(name) for name in names] for names in self.shared_op_names]
         # The strided skip (FactorizedReduce) has kernels; it exists on the edges leaving a reduction cell's inputs.
         self.strided_edges = [k for k, s in enumerate(self.edge_strides) if s == 2]
 
@@ -137,9 +138,7 @@ class SearchCell(keras.layers.Layer):
         read = {"state": h, "stride": stride, "shared": {}}
         names = self.shared_op_names[j]
         if names:
-            columns = [self.op_names.index(name) for name in names]
-            n_ops = len(self.op_names)
-            weights = [[flat[k * n_ops + o] for o in columns] for k in self.out_edges[j]]
+            weights = P.edge_op_weights(flat, len(self.op_names), self.out_edges[j], self._shared_columns[j])
             outs = P.shared_ops(h, names, weights, stride, bn=self.pool_bn)
             read["shared"] = dict(zip(self.out_edges[j], outs))
         convs = [n for n in self.kernels if n != "skip_connect"]

@@ -562,6 +562,12 @@ def weighted_sums(weights, tensors):
     return tf.unstack(tf.reshape(out, _join([weights.shape[0]], shape)))
 
 
+def edge_op_weights(flat, n_ops: int, edges, columns):
+    """``w[e][o]`` for the edges ``edges`` and op columns ``columns`` of an [edges, n_ops] weight matrix given as
+    its row-major scalars ``flat`` (how cells and stages unstack softmax(α) once): the rows ``shared_ops`` takes."""
+    return [[flat[k * n_ops + o] for o in columns] for k in edges]
+
+
 def shared_ops(h, names, weights, stride: int = 1, bn: bool = True, epsilon: float = 1e-5):
     """The parameter-free part of every edge that leaves state ``h``: per edge e, Σ_o w[e][o]·o(h) over ``names``
     (max/avg 3×3 pooling, each followed by a non-affine batch-statistics BN when ``bn``, and, at stride 1,

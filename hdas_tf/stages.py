@@ -201,6 +201,7 @@ class SearchStage(keras.layers.Layer):
         edges = [(k, t) for k, t in enumerate(t for srcs in self.sources for t in srcs)]
         self.out_edges = {t: [k for k, src in edges if src == t] for t in sorted(read)}
         self.shared_op_names = [name for name in self.op_names if name != "none"]
+        self._shared_columns = [self.op_names.index(name) for name in self.shared_op_names]
 
     # === shapes ===
 
@@ -253,9 +254,7 @@ class SearchStage(keras.layers.Layer):
         """Edge k → its term Σ_o w_{k,o}·o(state_t) for every stage edge leaving state t."""
         if t not in self.out_edges or not self.shared_op_names:
             return {}
-        n_ops = len(self.op_names)
-        columns = [self.op_names.index(name) for name in self.shared_op_names]
-        weights = [[flat[k * n_ops + o] for o in columns] for k in self.out_edges[t]]
+        weights = P.edge_op_weights(flat, len(self.op_names), self.out_edges[t], self._shared_columns)
         return dict(zip(self.out_edges[t], P.shared_ops(state, self.shared_op_names, weights, 1, bn=self.pool_bn)))
 
     def states(self, x, weights, training=None):

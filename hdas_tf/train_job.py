@@ -28,6 +28,7 @@ import tensorflow as tf
 from absl import logging
 
 from hdas_tf import data
+from hdas_tf.configs import STRATEGIES
 from hdas_tf.eval_networks import LAYOUTS, build_eval_network, drop_path_rate_at
 from hdas_tf.macs import count_macs, count_params
 from hdas_tf.search_job import configure_runtime, json_ready  # noqa: F401  (configure_runtime: re-exported)
@@ -37,7 +38,6 @@ from hdas_tf.trainer import (NonFiniteLossError, distributed_step, ensure_fresh_
                              write_json_atomic)
 
 LR_SCHEDULES = ("cosine", "exponential")
-STRATEGIES = ("default", "mirrored", "multi_worker")
 
 
 @dataclasses.dataclass(frozen=True)
