@@ -342,15 +342,26 @@ def machine_facts() -> dict:
 
 
 def code_version() -> str | None:
-    """``git describe --always --dirty`` of the checkout holding this file, or None outside a git checkout."""
-    try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=os.path.dirname(os.path.abspath(__file__)),
-                             capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
+    """The commit of the checkout holding this file (``git describe --always``), with ``-dirty`` when tracked
+    files other than ``benchmarks/`` differ from it, or None outside a git checkout.
+
+    ``benchmarks/`` is left out of the check because a standard run rewrites its own results there after every
+    row: a run from a clean checkout would otherwise call every row after the first one dirty.
+    """
+    here = os.path.dirname(os.path.abspath(__file__))
+
+    def git(*args):
+        try:
+            out = subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("describe", "--always")
+    if not commit:
         return None
-    if out.returncode != 0:
-        return None
-    return out.stdout.strip() or None
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ":/", ":(exclude,top)benchmarks")
+    return commit + "-dirty" if changed is None or changed else commit
 
 
 def synthetic_dataset(kind: str, batch: int, image_size: int, num_classes: int, seed: int):

@@ -293,3 +293,30 @@ def test_standard_subset_runs_each_row_in_its_own_process(tmp_path):
     assert r["steps"] == benchmark.QUICK_STEPS and r["warmup"] == benchmark.QUICK_WARMUP
     assert "[1/1] input_b64:" in proc.stderr
     assert "| input_b64 | search input pipeline" in (tmp_path / "README.md").read_text()
+
+
+def test_code_version_ignores_the_benchmark_outputs_only(tmp_path, monkeypatch):
+    """A standard run rewrites benchmarks/ after every row: that must not mark the code dirty, other edits must."""
+    import importlib.util
+    import shutil
+
+    repo = tmp_path / "repo"
+    (repo / "hdas_tf").mkdir(parents=True)
+    (repo / "benchmarks").mkdir()
+    shutil.copy(benchmark.__file__, repo / "hdas_tf" / "benchmarking.py")
+    (repo / "benchmarks" / "results.json").write_text("{}\n")
+    (repo / "README.md").write_text("x\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run(git + ["init", "-q"], check=True)
+    subprocess.run(git + ["add", "."], check=True)
+    subprocess.run(git + ["commit", "-q", "-m", "init"], check=True)
+    spec = importlib.util.spec_from_file_location("copied_benchmarking", repo / "hdas_tf" / "benchmarking.py")
+    copied = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, copied)  # its dataclasses look their module up there
+    spec.loader.exec_module(copied)
+    clean = copied.code_version()
+    assert clean and not clean.endswith("-dirty")
+    (repo / "benchmarks" / "results.json").write_text('{"results": []}\n')
+    assert copied.code_version() == clean
+    (repo / "README.md").write_text("y\n")
+    assert copied.code_version() == clean + "-dirty"
