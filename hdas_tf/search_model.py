@@ -249,26 +249,36 @@ class ArchitectureSearchModel(keras.Model):
             logits, _ = self.stateless_call(values, ntv, x, training=True)
             return _average_loss(y, logits), logits
 
-        def grads_at(values, x, y):
-            with tf.GradientTape() as tape:
-                tape.watch(values)
-                loss, logits = loss_at(values, x, y)
-            return _all_reduce_sum(tape.gradient(loss, values, unconnected_gradients=tf.UnconnectedGradients.ZERO)), \
-                loss, logits
+        w_idx = [i for i, a in enumerate(is_arch) if not a]
+        a_idx = [i for i, a in enumerate(is_arch) if a]
+
+        def grads_at(values, x, y, wrt, weight_gradients=True):
+            # Gradients w.r.t. values[i], i in wrt, only: the other values are constants of this pass, so
+            # their gradients are neither built nor all-reduced (the w± passes need ∇_A alone, like the
+            # first-order architecture step, and the conv blocks then leave out their filter gradients).
+            sources = [values[i] for i in wrt]
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(sources)
+                with primitives.options(weight_gradients=weight_gradients):
+                    loss, logits = loss_at(values, x, y)
+            grads = tape.gradient(loss, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            return _all_reduce_sum(grads), loss, logits
 
         w0 = [tf.convert_to_tensor(v.value) for v in tv]
-        g_train, _, _ = grads_at(w0, xt, yt)
-        w_prime = [w if a else w - xi * g for w, g, a in zip(w0, g_train, is_arch)]
-        g_val, loss_v, logits_v = grads_at(w_prime, xv, yv)
-        d_arch = [g for g, a in zip(g_val, is_arch) if a]
-        d_w = [g for g, a in zip(g_val, is_arch) if not a]
+        g_train, _, _ = grads_at(w0, xt, yt, w_idx)  # ∇_w L_train(w, A)
+        w_prime = list(w0)
+        for i, g in zip(w_idx, g_train):
+            w_prime[i] = w0[i] - xi * g
+        g_val, loss_v, logits_v = grads_at(w_prime, xv, yv, a_idx + w_idx)  # ∇_A and ∇_{w'} of L_val(w', A)
+        d_arch, d_w = g_val[:len(a_idx)], g_val[len(a_idx):]
         eps = 0.01 / (tf.linalg.global_norm(d_w) + 1e-12)
 
         def arch_grad_at(sign):
-            it = iter(d_w)
-            values = [w if a else w + sign * eps * next(it) for w, a in zip(w0, is_arch)]
-            g, _, _ = grads_at(values, xt, yt)
-            return [gi for gi, a in zip(g, is_arch) if a]
+            values = list(w0)
+            for i, d in zip(w_idx, d_w):
+                values[i] = w0[i] + sign * eps * d
+            g, _, _ = grads_at(values, xt, yt, a_idx, weight_gradients=False)  # ∇_A L_train(w±, A)
+            return g
 
         g_plus, g_minus = arch_grad_at(1.0), arch_grad_at(-1.0)
         # Note the division by 2ε: several public copies multiply by ε/2 instead.
