@@ -112,7 +112,7 @@ _EVAL_NET = ("--genotype=DARTS_V2", "--init_channels=36", "--layers=20", "--auxi
 
 STANDARD_ROWS = (
     StandardRow("cell_o1_b16", "DARTS cell supernet C=16 L=8, first order", _cell(1, 16), Reference(7.14, 2.24, 2.6)),
-    # Batch 64 with --recompute (the flag for large batches: about half the memory, a few % slower); the
+    # Batch 64 with --recompute (the flag for large batches: about a third of the memory, ~25 % slower); the
     # row without it shows the other side of the trade.
     StandardRow("cell_o1_b64", "DARTS cell supernet C=16 L=8, first order, --recompute", _cell(1, 64, recompute=True),
                 Reference(19.9, 3.22, 9.2)),
