@@ -265,19 +265,22 @@ class ArchitectureSearchModel(keras.Model):
             return _all_reduce_sum(grads), loss, logits
 
         w0 = [tf.convert_to_tensor(v.value) for v in tv]
+
+        def shifted(scale, direction):
+            """w0 with its weights (not A) moved by scale · direction (one tensor per weight, w_idx order)."""
+            values = list(w0)
+            for i, d in zip(w_idx, direction):
+                values[i] = w0[i] + scale * d
+            return values
+
         g_train, _, _ = grads_at(w0, xt, yt, w_idx)  # ∇_w L_train(w, A)
-        w_prime = list(w0)
-        for i, g in zip(w_idx, g_train):
-            w_prime[i] = w0[i] - xi * g
+        w_prime = shifted(-xi, g_train)
         g_val, loss_v, logits_v = grads_at(w_prime, xv, yv, a_idx + w_idx)  # ∇_A and ∇_{w'} of L_val(w', A)
         d_arch, d_w = g_val[:len(a_idx)], g_val[len(a_idx):]
         eps = 0.01 / (tf.linalg.global_norm(d_w) + 1e-12)
 
         def arch_grad_at(sign):
-            values = list(w0)
-            for i, d in zip(w_idx, d_w):
-                values[i] = w0[i] + sign * eps * d
-            g, _, _ = grads_at(values, xt, yt, a_idx, weight_gradients=False)  # ∇_A L_train(w±, A)
+            g, _, _ = grads_at(shifted(sign * eps, d_w), xt, yt, a_idx, weight_gradients=False)  # ∇_A L_train(w±, A)
             return g
 
         g_plus, g_minus = arch_grad_at(1.0), arch_grad_at(-1.0)

@@ -1,8 +1,10 @@
 """`python -m hdas_tf.benchmark`: tiny real configurations report consistent timings and sizes, the CLI prints
 one JSON object, bad flag values name the flag, and the standard-set table is built from result dicts."""
 
+import importlib.util
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -297,9 +299,6 @@ def test_standard_subset_runs_each_row_in_its_own_process(tmp_path):
 
 def test_code_version_ignores_the_benchmark_outputs_only(tmp_path, monkeypatch):
     """A standard run rewrites benchmarks/ after every row: that must not mark the code dirty, other edits must."""
-    import importlib.util
-    import shutil
-
     repo = tmp_path / "repo"
     (repo / "hdas_tf").mkdir(parents=True)
     (repo / "benchmarks").mkdir()
