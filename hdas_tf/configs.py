@@ -28,6 +28,7 @@ class SearchConfig:
       num_examples: cap on the training examples (tiny runs).
       unrolled: second-order architecture gradient.
       recompute: keep only block inputs for the backward pass and recompute the rest (less memory).
+      op_tracebacks: keep TensorFlow's per-op Python stack traces (``hdas_tf.op_tracebacks``; off by default).
     """
 
     search: str = "cell"
@@ -69,6 +70,7 @@ class SearchConfig:
     seed: int = 0
     deterministic: bool = False
     grappler: bool = False
+    op_tracebacks: bool = False
     recompute: bool = False
     inter_op_threads: int = 0
     intra_op_threads: int = 0

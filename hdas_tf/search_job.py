@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from hdas_tf import data, genotypes
+from hdas_tf import data, genotypes, op_tracebacks
 from hdas_tf.configs import SearchConfig
 from hdas_tf.losses import make_arch_regularizer, stage_flops_share
 from hdas_tf.networks import ChainSupernet, StageSupernet
@@ -28,6 +28,8 @@ def configure_runtime(cfg: SearchConfig) -> None:
     # Grappler's graph optimisation took minutes on a supernet's first step and did not make the step
     # faster here (KERAS_NOTES §0; BUILD_NOTES "Speed"), so it is off unless asked for.
     tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": not cfg.grappler})
+    # The per-op Python stack traces cost seconds of the first step and hundreds of MiB (op_tracebacks).
+    op_tracebacks.set_enabled(cfg.op_tracebacks)
     configure_threads(cfg.inter_op_threads, cfg.intra_op_threads, cfg.batch_size)
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:

@@ -58,6 +58,7 @@ class TrainConfig:
         lr_min, or "exponential" ×lr_decay per epoch; optionally after warmup_epochs of linear warm-up.
       weight_decay: coupled L2. grad_clip: global-norm clip after cross-replica aggregation (0 = off).
       recompute: keep only block inputs for the backward pass and recompute the rest (less memory).
+      op_tracebacks: keep TensorFlow's per-op Python stack traces (``hdas_tf.op_tracebacks``; off by default).
     """
 
     genotype: str | None = None
@@ -92,6 +93,7 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False
     grappler: bool = False
+    op_tracebacks: bool = False
     recompute: bool = False
     inter_op_threads: int = 0
     intra_op_threads: int = 0
