@@ -205,9 +205,9 @@ def depthwise(x, kernel, stride: int = 1, padding: str = "SAME"):
 # === convolution primitives ===
 # Chosen by measurement on the CPU kernels of TF 2.21 with oneDNN (BUILD_NOTES "Speed"): 'SAME' padding at
 # stride 1 (symmetric for odd kernels, so the PyTorch grid) — EXPLICIT padding sends the backward pass to
-# kernels 2–5× slower; 1×1 convolutions as a matmul; dilation through a polyphase split instead of
-# SpaceToBatch per op; strided sampling through a 1×1 average pool rather than a strided slice, whose
-# gradient is a slow scatter.
+# kernels 2–5× slower; 1×1 convolutions as 2-D matmuls (a Conv2D in a chain's forward pass); dilation
+# through a polyphase split instead of SpaceToBatch per op; strided sampling through a 1×1 average pool
+# rather than a strided slice, whose gradient is a slow scatter.
 
 
 def _conv(x, kernel, stride=1, padding=0):
@@ -221,12 +221,24 @@ def _conv(x, kernel, stride=1, padding=0):
 
 
 def pointwise(x, kernel):
-    """1×1 convolution as one broadcast matmul over the channel axis (``kernel`` [C_in, C_out] or
-    [1, 1, C_in, C_out]): faster than Conv2D here, forward and backward."""
+    """1×1 convolution (``kernel`` [C_in, C_out] or [1, 1, C_in, C_out]) as a 2-D matmul of the pixels
+    [N·H·W, C_in] with the kernel, differentiable by TF (matmuls and reshapes, forward and backward).
+
+    Not a broadcast matmul of the 4-D tensor: TF runs that as N·H matmuls of W rows each, which on an AVX2
+    CPU took 1.2–7× as long as the 2-D matmul (BUILD_NOTES "Speed"). TF's Conv2D gradients are slower still.
+    """
     kernel = tf.cast(kernel, x.dtype)
     if kernel.shape.rank == 4:
         kernel = tf.reshape(kernel, kernel.shape[2:])
-    return tf.linalg.matmul(x, kernel)
+    return _matmul_2d(x, kernel)
+
+
+def _matmul_2d(x, kernel, transpose_b: bool = False):
+    """x [..., C] times kernel [C, C'] (or [C', C] with ``transpose_b``) as one 2-D matmul over the pixels."""
+    c_in = x.shape[-1]
+    c_out = kernel.shape[0] if transpose_b else kernel.shape[-1]
+    flat = tf.linalg.matmul(tf.reshape(x, constant([-1, c_in])), kernel, transpose_b=transpose_b)
+    return tf.reshape(flat, _join(_shape(x)[:-1], [c_out]))
 
 
 def subsample(x):
@@ -308,10 +320,21 @@ def factorized_reduce(x, kernel_1, kernel_2):
 # === the block ===
 
 
-def _pointwise_kernel_grad(a, dz):
+def _pointwise_backward(a, dz, kernel, kernel_gradient: bool):
+    """Gradients of z = a·kernel (a 1×1 convolution, ``kernel`` [C_in, C_out]) w.r.t. a and, if asked, the
+    kernel: two 2-D matmuls over the pixels (see ``pointwise``) sharing the flattened ``dz``."""
     c_in, c_out = a.shape[-1], dz.shape[-1]
-    return tf.linalg.matmul(tf.reshape(a, constant([-1, c_in])), tf.reshape(dz, constant([-1, c_out])),
-                            transpose_a=True)
+    dz_flat = tf.reshape(dz, constant([-1, c_out]))
+    da = tf.reshape(tf.linalg.matmul(dz_flat, kernel, transpose_b=True), _join(_shape(a)))
+    if not kernel_gradient:
+        return da, None
+    return da, tf.linalg.matmul(tf.reshape(a, constant([-1, c_in])), dz_flat, transpose_a=True)
+
+
+def _pointwise_conv(a, kernel_4d):
+    """The forward 1×1 convolution of a chain: one Conv2D node (as fast as the 2-D matmul, forward, on the
+    CPUs measured; its backward pass is ``_pointwise_backward``, not TF's slower Conv2D gradients)."""
+    return tf.raw_ops.Conv2D(input=a, filter=kernel_4d, strides=[1, 1, 1, 1], padding="VALID")
 
 
 def _batch_norm(z, scale, offset, epsilon):
@@ -387,6 +410,9 @@ def chain(x, stages, weight=None, statistics: bool = False, epsilon: float = 1e-
             st, **cast, scale=tf.cast(st.scale, tf.float32) if affine else None,
             offset=tf.cast(st.offset, tf.float32) if affine else None))
     stages = prepared
+    # The 1×1 kernels as [1, 1, C_in, C_out] for the forward Conv2D: once per chain, shared by a recomputation.
+    kernels_4d = [None if st.pointwise is None else tf.reshape(st.pointwise, constant([1, 1, *st.pointwise.shape]))
+                  for st in stages]
 
     def bn_parameters(i, scale, offset, w):
         st = stages[i]
@@ -399,10 +425,10 @@ def chain(x, stages, weight=None, statistics: bool = False, epsilon: float = 1e-
             scale, offset = scale * w, offset * w
         return scale, offset
 
-    def conv_part(st, h, dw, pw, conv):
+    def conv_part(st, h, dw, pw_4d, conv):
         a = h if dw is None else _dw_forward(h, dw, st.stride, st.padding)
         if conv is None:
-            return a, pointwise(a, pw)
+            return a, _pointwise_conv(a, pw_4d)
         return a, tf.raw_ops.Conv2D(input=a, filter=conv, strides=[1, st.conv_stride, st.conv_stride, 1],
                                     padding="VALID")
 
@@ -438,7 +464,7 @@ def chain(x, stages, weight=None, statistics: bool = False, epsilon: float = 1e-
         for i, st in enumerate(stages):
             if i:
                 h = tf.nn.relu(h)
-            a, z = conv_part(st, h, st.depthwise, st.pointwise, st.conv)
+            a, z = conv_part(st, h, st.depthwise, kernels_4d[i], st.conv)
             scale_w, offset_w = bn_parameters(i, st.scale, st.offset, weight if i == n - 1 else None)
             bn = _batch_norm(z, scale_w, offset_w, epsilon)
             trace.append((h, a, z, scale_w, bn))
@@ -476,8 +502,9 @@ def chain(x, stages, weight=None, statistics: bool = False, epsilon: float = 1e-
                                 else tf.reduce_sum(dscale))
                 if st.scale is not None:
                     affine_grads.insert(0, [dscale * w, doffset * w] if w is not None else [dscale, doffset])
+                d_pw = None
                 if st.conv is None:
-                    da = tf.linalg.matmul(dz, st.pointwise, transpose_b=True)
+                    da, d_pw = _pointwise_backward(a, dz, st.pointwise, weight_gradients)
                 else:
                     da = tf.raw_ops.Conv2DBackpropInput(
                         input_sizes=_join(_shape(a)), filter=st.conv, out_backprop=dz,
@@ -489,7 +516,7 @@ def chain(x, stages, weight=None, statistics: bool = False, epsilon: float = 1e-
                     dh, d_dw = _dw_backward(h, st.depthwise, da, st.stride, st.padding, weight_gradients)
                     grads.append(d_dw)
                 if st.pointwise is not None:
-                    grads.append(_pointwise_kernel_grad(a, dz) if weight_gradients else None)
+                    grads.append(d_pw)
                 if st.conv is not None:
                     grads.append(tf.raw_ops.Conv2DBackpropFilter(
                         input=a, filter_sizes=constant(list(st.conv.shape)), out_backprop=dz,
