@@ -230,15 +230,8 @@ def pointwise(x, kernel):
     kernel = tf.cast(kernel, x.dtype)
     if kernel.shape.rank == 4:
         kernel = tf.reshape(kernel, kernel.shape[2:])
-    return _matmul_2d(x, kernel)
-
-
-def _matmul_2d(x, kernel, transpose_b: bool = False):
-    """x [..., C] times kernel [C, C'] (or [C', C] with ``transpose_b``) as one 2-D matmul over the pixels."""
-    c_in = x.shape[-1]
-    c_out = kernel.shape[0] if transpose_b else kernel.shape[-1]
-    flat = tf.linalg.matmul(tf.reshape(x, constant([-1, c_in])), kernel, transpose_b=transpose_b)
-    return tf.reshape(flat, _join(_shape(x)[:-1], [c_out]))
+    flat = tf.linalg.matmul(tf.reshape(x, constant([-1, x.shape[-1]])), kernel)
+    return tf.reshape(flat, _join(_shape(x)[:-1], [kernel.shape[-1]]))
 
 
 def subsample(x):
@@ -410,9 +403,6 @@ def chain(x, stages, weight=None, statistics: bool = False, epsilon: float = 1e-
             st, **cast, scale=tf.cast(st.scale, tf.float32) if affine else None,
             offset=tf.cast(st.offset, tf.float32) if affine else None))
     stages = prepared
-    # The 1×1 kernels as [1, 1, C_in, C_out] for the forward Conv2D: once per chain, shared by a recomputation.
-    kernels_4d = [None if st.pointwise is None else tf.reshape(st.pointwise, constant([1, 1, *st.pointwise.shape]))
-                  for st in stages]
 
     def bn_parameters(i, scale, offset, w):
         st = stages[i]
@@ -445,6 +435,9 @@ def chain(x, stages, weight=None, statistics: bool = False, epsilon: float = 1e-
             stats.append((tf.stop_gradient(mean), tf.stop_gradient(var)))
         return (h, stats) if statistics else h
 
+    # The 1×1 kernels as [1, 1, C_in, C_out] for the forward Conv2D: once per chain, shared by a recomputation.
+    kernels_4d = [None if st.pointwise is None else tf.reshape(st.pointwise, constant([1, 1, *st.pointwise.shape]))
+                  for st in stages]
     recompute = _option("recompute", False)
     weight_gradients = _option("weight_gradients", True)
     # The differentiable inputs, in order: x (or the source h), then per stage γ/β (affine), the weight, then
