@@ -174,20 +174,21 @@ class SearchCell(keras.layers.Layer):
                     terms.append(P.block(read["fr_input"], None, conv_kernel=kernel, conv_stride=2, weight=w[o],
                                          source=(read["state"], 0) if even else None))
             elif name in _SEP:
-                dw1, pw1, dw2, pw2 = kernels[name]
+                dw1, pw1, dw2, pw2, pw1_4d, pw2_4d = kernels[name]
                 if read["stride"] == 1:
-                    x, first, pad = read["relu"], P.Stage(pw1, dw1), 0
+                    x, first, pad = read["relu"], P.Stage(pw1, dw1, pointwise_4d=pw1_4d), 0
                 else:
                     pad = dw1.shape[0] // 2
-                    x, first = read[f"pad_{name}"], P.Stage(pw1, dw1, 2, "VALID")
-                terms.append(P.chain(x, [first, P.Stage(pw2, dw2)], weight=w[o], source=(read["state"], pad)))
+                    x, first = read[f"pad_{name}"], P.Stage(pw1, dw1, 2, "VALID", pointwise_4d=pw1_4d)
+                terms.append(P.chain(x, [first, P.Stage(pw2, dw2, pointwise_4d=pw2_4d)], weight=w[o],
+                                     source=(read["state"], pad)))
             elif name in _DIL:
-                dw, pw = kernels[name]
+                dw, pw, pw_4d = kernels[name]
                 if read["dil_layout"] == "dilated":  # odd sizes: TF's dilated kernel on the plain grid
                     x = P._depthwise(read["dil_grid"], dw, 1, 2, dw.shape[0] - 1)
-                    dil.append(P.block(x, pw, weight=w[o]))
+                    dil.append(P.block(x, pw, weight=w[o], pointwise_4d=pw_4d))
                 else:
-                    dil.append(P.block(read["dil_grid"], pw, depthwise_kernel=dw, weight=w[o]))
+                    dil.append(P.block(read["dil_grid"], pw, depthwise_kernel=dw, weight=w[o], pointwise_4d=pw_4d))
         if dil:
             # Both dilated ops of the edge live on the same grid: sum there, map back once.
             d = dil[0] if len(dil) == 1 else dil[0] + dil[1]
@@ -205,11 +206,16 @@ class SearchCell(keras.layers.Layer):
                 continue
             dw_var, pw_var = variables
             dw = tf.unstack(tf.cast(tf.reshape(dw_var, (-1, *dw_var.shape[-4:])), dtype))
-            pw = tf.unstack(tf.cast(tf.reshape(pw_var, (-1, *pw_var.shape[-2:])), dtype))
+            pw_all = tf.cast(pw_var, dtype)
+            pw = tf.unstack(tf.reshape(pw_all, (-1, *pw_var.shape[-2:])))
+            # The same kernels as [1, 1, C, C] for the chains' forward Conv2D: one Unpack here instead of one
+            # Reshape per chain (Stage.pointwise_4d).
+            pw4 = tf.unstack(tf.reshape(pw_all, (-1, 1, 1, *pw_var.shape[-2:])))
             if name in _SEP:
-                per_edge[name] = {k: (dw[2 * k], pw[2 * k], dw[2 * k + 1], pw[2 * k + 1]) for k in range(e)}
+                per_edge[name] = {k: (dw[2 * k], pw[2 * k], dw[2 * k + 1], pw[2 * k + 1], pw4[2 * k], pw4[2 * k + 1])
+                                  for k in range(e)}
             else:
-                per_edge[name] = {k: (dw[k], pw[k]) for k in range(e)}
+                per_edge[name] = {k: (dw[k], pw[k], pw4[k]) for k in range(e)}
         return per_edge
 
     def call(self, s0, s1, weights, training=None):

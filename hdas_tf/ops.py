@@ -118,6 +118,15 @@ class BatchNorm(keras.layers.Layer):
         return config
 
 
+def _pointwise_views(kernel):
+    """A [1, 1, C, C_out] 1×1 kernel variable as (the [C, C_out] tensor a block differentiates, the 4-D tensor
+    its forward Conv2D reads): one variable read for both (``primitives.Stage.pointwise_4d``)."""
+    if kernel is None:
+        return None, None
+    kernel_4d = tf.convert_to_tensor(kernel)
+    return tf.reshape(kernel_4d, kernel_4d.shape[-2:]), kernel_4d
+
+
 def _conv_bn(bn: BatchNorm, x, training, pointwise_kernel=None, depthwise_kernel=None, stride=1, padding="SAME",
              conv_kernel=None, conv_stride=1, source=None):
     """[depthwise →] 1×1 (or ``conv_kernel``) → ``bn``: one fused block with a hand-written backward pass in
@@ -130,12 +139,12 @@ def _conv_bn(bn: BatchNorm, x, training, pointwise_kernel=None, depthwise_kernel
             z = tf.raw_ops.Conv2D(input=a, filter=tf.cast(conv_kernel, a.dtype), strides=[1, conv_stride, conv_stride, 1],
                                   padding="VALID")
         return bn(z, training=False)
-    pw = None if pointwise_kernel is None else tf.reshape(pointwise_kernel, pointwise_kernel.shape[-2:])
+    pw, pw_4d = _pointwise_views(pointwise_kernel)
     scale, offset = (bn.gamma, bn.beta) if bn.affine else (None, None)
     update = bool(training and bn.running_stats)
     out = P.block(x, pw, scale, offset, depthwise_kernel=depthwise_kernel, stride=stride, padding=padding,
                   conv_kernel=conv_kernel, conv_stride=conv_stride, statistics=update, epsilon=bn.epsilon,
-                  source=source)
+                  source=source, pointwise_4d=pw_4d)
     if not update:
         return out
     y, mean, unbiased = out
@@ -385,11 +394,13 @@ class SepConv(_Op):
         if b1.relu:
             x = tf.nn.relu(x)
         p = b1.padding
-        first = P.Stage(tf.reshape(b1.pointwise_kernel, b1.pointwise_kernel.shape[-2:]), b1.depthwise_kernel,
-                        *((1, "SAME") if self.stride == 1 else (self.stride, "VALID")),
-                        scale=b1.bn.gamma if b1.bn.affine else None, offset=b1.bn.beta if b1.bn.affine else None)
-        second = P.Stage(tf.reshape(b2.pointwise_kernel, b2.pointwise_kernel.shape[-2:]), b2.depthwise_kernel,
-                         scale=b2.bn.gamma if b2.bn.affine else None, offset=b2.bn.beta if b2.bn.affine else None)
+        pw1, pw1_4d = _pointwise_views(b1.pointwise_kernel)
+        pw2, pw2_4d = _pointwise_views(b2.pointwise_kernel)
+        first = P.Stage(pw1, b1.depthwise_kernel, *((1, "SAME") if self.stride == 1 else (self.stride, "VALID")),
+                        scale=b1.bn.gamma if b1.bn.affine else None, offset=b1.bn.beta if b1.bn.affine else None,
+                        pointwise_4d=pw1_4d)
+        second = P.Stage(pw2, b2.depthwise_kernel, scale=b2.bn.gamma if b2.bn.affine else None,
+                         offset=b2.bn.beta if b2.bn.affine else None, pointwise_4d=pw2_4d)
         update = bool(training and b1.bn.running_stats)
         out = P.chain(x if self.stride == 1 else P._pad(x, p), [first, second], statistics=update,
                       epsilon=b1.bn.epsilon, source=(h, 0 if self.stride == 1 else p) if b1.relu else None)
