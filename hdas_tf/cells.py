@@ -159,12 +159,12 @@ class SearchCell(keras.layers.Layer):
                 read["dil_grid"], read["dil_layout"] = r, "dilated"
         return read
 
-    def _mixed_op(self, k, read, w, kernels):
+    def _mixed_op(self, k, read, w, kernels, w_scales):
         """MixedOp of edge k: the terms w_o·o(state) of Σ_o (DARTS Eq. 2), 'none' omitted.
 
         ``w``: this edge's op weights (scalars); ``kernels[name]``: this edge's kernels. The parameter-free ops
         come as one term from ``read["shared"]``; each conv op is a ``primitives.chain`` whose last BN carries
-        w_o as its scale."""
+        w_o as its scale (``w_scales[o]`` = w_o·1, computed for the whole cell at once)."""
         terms, dil = ([read["shared"][k]] if k in read["shared"] else []), []
         for o, name in enumerate(self.op_names):
             if name == "skip_connect":
@@ -172,6 +172,7 @@ class SearchCell(keras.layers.Layer):
                     kernel = P.factorized_reduce_kernel(*kernels[name])
                     even = read["fr_input"] is read["relu"]  # no bottom/right padding: the ReLU can be recomputed
                     terms.append(P.block(read["fr_input"], None, conv_kernel=kernel, conv_stride=2, weight=w[o],
+                                         weight_scale=w_scales[o],
                                          source=(read["state"], 0) if even else None))
             elif name in _SEP:
                 dw1, pw1, dw2, pw2, pw1_4d, pw2_4d = kernels[name]
@@ -181,14 +182,15 @@ class SearchCell(keras.layers.Layer):
                     pad = dw1.shape[0] // 2
                     x, first = read[f"pad_{name}"], P.Stage(pw1, dw1, 2, "VALID", pointwise_4d=pw1_4d)
                 terms.append(P.chain(x, [first, P.Stage(pw2, dw2, pointwise_4d=pw2_4d)], weight=w[o],
-                                     source=(read["state"], pad)))
+                                     source=(read["state"], pad), weight_scale=w_scales[o]))
             elif name in _DIL:
                 dw, pw, pw_4d = kernels[name]
                 if read["dil_layout"] == "dilated":  # odd sizes: TF's dilated kernel on the plain grid
                     x = P._depthwise(read["dil_grid"], dw, 1, 2, dw.shape[0] - 1)
-                    dil.append(P.block(x, pw, weight=w[o], pointwise_4d=pw_4d))
+                    dil.append(P.block(x, pw, weight=w[o], pointwise_4d=pw_4d, weight_scale=w_scales[o]))
                 else:
-                    dil.append(P.block(read["dil_grid"], pw, depthwise_kernel=dw, weight=w[o], pointwise_4d=pw_4d))
+                    dil.append(P.block(read["dil_grid"], pw, depthwise_kernel=dw, weight=w[o], pointwise_4d=pw_4d,
+                                       weight_scale=w_scales[o]))
         if dil:
             # Both dilated ops of the edge live on the same grid: sum there, map back once.
             d = dil[0] if len(dil) == 1 else dil[0] + dil[1]
@@ -221,6 +223,8 @@ class SearchCell(keras.layers.Layer):
     def call(self, s0, s1, weights, training=None):
         n_ops = len(self.op_names)
         flat = tf.unstack(tf.reshape(tf.cast(weights, s1.dtype), [-1]))  # one op, not one slice per scalar
+        # w_o·1 for every (edge, op): the scale of each conv op's last (non-affine) BN, one Mul for the cell.
+        w_scales = tf.unstack(tf.reshape(tf.cast(weights, tf.float32), [-1, 1]) * P.ones_vector(self.channels))
         kernels = self._edge_kernel_lists(s1.dtype)
         states = [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
         reads = [self._state_inputs(j, h, flat) for j, h in enumerate(states)]
@@ -229,7 +233,8 @@ class SearchCell(keras.layers.Layer):
             terms = []
             for j in range(i + 2):
                 edge_kernels = {name: per_edge[k] for name, per_edge in kernels.items() if k in per_edge}
-                terms += self._mixed_op(k, reads[j], flat[k * n_ops:(k + 1) * n_ops], edge_kernels)
+                terms += self._mixed_op(k, reads[j], flat[k * n_ops:(k + 1) * n_ops], edge_kernels,
+                                        w_scales[k * n_ops:(k + 1) * n_ops])
                 k += 1
             if terms:
                 node = tf.add_n(terms)

@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import threading
-import weakref
 
 import tensorflow as tf
 from tensorflow.python.eager import record
@@ -68,7 +67,15 @@ def _single_replica() -> bool:
 
 # === graph constants and batch-statistics BatchNorm ===
 
-_CONSTANTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+def _graph_cache(name: str) -> dict:
+    """A dict that lives on the current graph (an attribute of it, so it dies with the graph: a module-level
+    map keyed by graph would keep every graph alive through its values' tensors)."""
+    graph = tf.compat.v1.get_default_graph()
+    cache = getattr(graph, name, None)
+    if cache is None:
+        cache = {}
+        setattr(graph, name, cache)
+    return cache
 
 
 def _graph_constant(key, make):
@@ -76,10 +83,10 @@ def _graph_constant(key, make):
     ones/zeros/empty constants, and every graph node costs tracing time (BUILD_NOTES "Speed")."""
     if tf.executing_eagerly():
         return make()
-    graph = tf.compat.v1.get_default_graph()
-    cache = _CONSTANTS.setdefault(graph, {})
+    cache = _graph_cache("_hdas_constants")
     if key not in cache:
-        cache[key] = make()
+        with tf.control_dependencies(None):  # shared by every user: it must not wait for the first one's inputs
+            cache[key] = make()
     return cache[key]
 
 
@@ -125,6 +132,17 @@ def normalize_batch(x, scale, offset, epsilon: float = 1e-5):
     return y, mean, variance * n / tf.maximum(n - 1.0, 1.0)
 
 
+def _crop(x, p: int):
+    """x[:, p:-p, p:-p, :] as a Slice whose begin/size are shared constants (a strided slice adds three
+    constants of its own) when the shape is static."""
+    if p == 0:
+        return x
+    _, h, w, _ = x.shape
+    if h is None or w is None:
+        return x[:, p:-p, p:-p, :]
+    return tf.slice(x, constant([0, p, p, 0]), constant([-1, h - 2 * p, w - 2 * p, -1]))
+
+
 def _pad(x, p: int, value: float = 0.0):
     if p == 0:
         return x
@@ -147,7 +165,7 @@ def depthwise_filter_grad(x, dy, k):
     xt = _pad(tf.reshape(tf.transpose(x, perm), _join([1, h, w], [b * c])), k // 2)
     f = tf.reshape(tf.transpose(dy, perm), _join([h, w], [b * c, 1]))
     g = tf.raw_ops.DepthwiseConv2dNative(input=xt, filter=f, strides=[1, 1, 1, 1], padding="VALID")
-    return tf.reshape(tf.reduce_sum(tf.reshape(g, _join([k, k], [b, c])), axis=constant(2)), _join([k, k], [c, 1]))
+    return tf.reduce_sum(tf.reshape(g, _join([k, k], [b, c, 1])), axis=constant(2))  # [k, k, C, 1]
 
 
 def _shape(x):
@@ -239,19 +257,38 @@ def subsample(x):
     return tf.nn.avg_pool2d(x, 1, 2, "VALID")
 
 
-def to_polyphase(x):
-    """[B, H, W, C] (H, W even) → [4B, H/2, W/2, C], the four sub-grids (row parity, column parity) stacked in
-    the batch. A dilation-2 convolution with zero padding is the undilated convolution of each sub-grid."""
+def _to_polyphase(x):
     _, h, w, c = x.shape
     y = tf.reshape(x, constant([-1, h // 2, 2, w // 2, 2, c]))
     return tf.reshape(tf.transpose(y, constant([2, 4, 0, 1, 3, 5])), constant([-1, h // 2, w // 2, c]))
 
 
-def from_polyphase(y):
-    """Inverse of :func:`to_polyphase`."""
+def _from_polyphase(y):
     _, h, w, c = y.shape
     z = tf.transpose(tf.reshape(y, constant([2, 2, -1, h, w, c])), constant([2, 3, 0, 4, 1, 5]))
     return tf.reshape(z, constant([-1, 2 * h, 2 * w, c]))
+
+
+def _permutation(name, forward, inverse, x):
+    """``forward(x)`` for a pure rearrangement of the elements, as one tape operation whose gradient is
+    ``inverse``: autodiff would add a Reshape with its own shape constant per reshape and an InvertPermutation
+    per transpose (~6 graph nodes per rearrangement instead of 3)."""
+    with record.stop_recording():
+        y = forward(x)
+    if record.should_record_backprop([x]):
+        record.record_operation_backprop_only(name, [y], [x], lambda dy: [inverse(dy)])
+    return y
+
+
+def to_polyphase(x):
+    """[B, H, W, C] (H, W even) → [4B, H/2, W/2, C], the four sub-grids (row parity, column parity) stacked in
+    the batch. A dilation-2 convolution with zero padding is the undilated convolution of each sub-grid."""
+    return _permutation("HdasToPolyphase", _to_polyphase, from_polyphase, x)
+
+
+def from_polyphase(y):
+    """Inverse of :func:`to_polyphase`."""
+    return _permutation("HdasFromPolyphase", _from_polyphase, to_polyphase, y)
 
 
 def polyphase_ok(shape) -> bool:
@@ -369,17 +406,18 @@ class Stage:
 
 def block(x, pointwise_kernel, scale=None, offset=None, depthwise_kernel=None, stride: int = 1, padding: str = "SAME",
           conv_kernel=None, conv_stride: int = 1, weight=None, statistics: bool = False, epsilon: float = 1e-5,
-          source=None, pointwise_4d=None):
+          source=None, pointwise_4d=None, weight_scale=None):
     """One conv → BN block: ``chain(x, [Stage(...)])`` (see :class:`Stage` and :func:`chain` for the arguments)."""
     out = chain(x, [Stage(pointwise_kernel, depthwise_kernel, stride, padding, conv_kernel, conv_stride, scale,
-                          offset, pointwise_4d)], weight=weight, statistics=statistics, epsilon=epsilon, source=source)
+                          offset, pointwise_4d)], weight=weight, statistics=statistics, epsilon=epsilon, source=source,
+                weight_scale=weight_scale)
     if not statistics:
         return out
     y, stats = out
     return (y, *stats[0])
 
 
-def chain(x, stages, weight=None, statistics: bool = False, epsilon: float = 1e-5, source=None):
+def chain(x, stages, weight=None, statistics: bool = False, epsilon: float = 1e-5, source=None, weight_scale=None):
     """stages[0](x) → ReLU → stages[1] → ReLU → … in training mode (batch statistics): one tape operation.
 
     A separable conv is a chain of two stages, a dilated conv or a cell preprocessing one. ``x`` is the input
@@ -396,6 +434,8 @@ def chain(x, stages, weight=None, statistics: bool = False, epsilon: float = 1e-
         edge's op weight w_o (DARTS Eq. 2) at no extra pass over the tensor, forward or backward.
       statistics: also return, per stage, (batch mean, unbiased batch variance) for running averages (they
         carry no gradient): ``(y, [(mean, var), ...])``.
+      weight_scale: optional [C_out] float32 vector weight·1, for a non-affine last BN: a caller with many
+        weighted chains (a search cell) computes them all in one op instead of one Mul per chain.
     """
     dtype = x.dtype
     n = len(stages)
@@ -418,7 +458,7 @@ def chain(x, stages, weight=None, statistics: bool = False, epsilon: float = 1e-
         if scale is None:
             scale, offset = ones_vector(c_out), zeros_vector(c_out)
             if w is not None:
-                scale = scale * w
+                scale = scale * w if weight_scale is None else weight_scale
         elif w is not None:
             scale, offset = scale * w, offset * w
         return scale, offset
@@ -484,14 +524,15 @@ def chain(x, stages, weight=None, statistics: bool = False, epsilon: float = 1e-
     y = saved[-1][4][0]
     if record.should_record_backprop(inputs):
         kept = None if recompute else saved
+        # ∂/∂w_o only when a tape wants it: the weight step of a search watches the weights, not α.
+        weight_watched = weighted and record.should_record_backprop([weight])
 
         def backward(dy):
             if kept is None:
-                with tf.control_dependencies([dy]):  # recompute in the backward pass, not during the forward
-                    if source is None:
-                        trace = forward(tf.identity(x))
-                    else:
-                        trace = forward(_pad(tf.nn.relu(source[0]), source[1]))
+                # Recompute in the backward pass, not during the forward: every recomputed op waits for dy (a
+                # control edge each, not an Identity node; the shared constants are made outside this scope).
+                with tf.control_dependencies([dy]):
+                    trace = forward(x if source is None else _pad(tf.nn.relu(source[0]), source[1]))
             else:
                 trace = kept
             g = dy
@@ -503,9 +544,10 @@ def chain(x, stages, weight=None, statistics: bool = False, epsilon: float = 1e-
                     y_backprop=g, x=z, scale=scale_w, reserve_space_1=r1, reserve_space_2=r2, reserve_space_3=r3,
                     epsilon=epsilon, is_training=True)
                 w = weight if (weighted and i == n - 1) else None
-                if w is not None:  # y = w·(scale·x̂ + offset): ∂/∂w = Σ_c (scale·∂/∂scale_w + offset·∂/∂offset_w)
-                    d_weight = (tf.reduce_sum(dscale * st.scale + doffset * st.offset) if st.scale is not None
-                                else tf.reduce_sum(dscale))
+                if w is not None and weight_watched:
+                    # y = w·(scale·x̂ + offset): ∂/∂w = Σ_c (scale·∂/∂scale_w + offset·∂/∂offset_w)
+                    d_weight = tf.reduce_sum(dscale * st.scale + doffset * st.offset if st.scale is not None
+                                             else dscale, axis=constant(0))
                 if st.scale is not None:
                     affine_grads.insert(0, [dscale * w, doffset * w] if w is not None else [dscale, doffset])
                 d_pw = None
@@ -532,8 +574,7 @@ def chain(x, stages, weight=None, statistics: bool = False, epsilon: float = 1e-
                 g = tf.raw_ops.ReluGrad(gradients=dh, features=h) if i else dh
             if source is not None:  # through x = pad(relu(h)): crop, then the ReLU mask (h > 0 ⟺ relu(h) > 0)
                 h, p = source
-                if p:
-                    g = g[:, p:-p, p:-p, :]
+                g = _crop(g, p)
                 g = tf.raw_ops.ReluGrad(gradients=g, features=h)
             out = [g] + [d for pair in affine_grads for d in pair]
             if weighted:
@@ -579,7 +620,7 @@ def _pool_backward(kind, stride, pooled, out, dout):
     else:
         d = tf.raw_ops.AvgPoolGrad(orig_input_shape=_join(_shape(h_in)), grad=dout if count is None else dout / count,
                                    ksize=_POOL_KSIZE, strides=s, padding=padding)
-    return d if stride == 1 else d[:, 1:-1, 1:-1, :]
+    return d if stride == 1 else _crop(d, 1)
 
 
 def _flat_stack(tensors):
@@ -630,8 +671,13 @@ def shared_ops(h, names, weights, stride: int = 1, bn: bool = True, epsilon: flo
                 maps.append((p, (kind, p, pooled, None)))
         return maps
 
+    w_matrix = None  # [E, O], stacked once and used by the forward sums and the backward pass
+
     def combine(maps):
-        return weighted_sums(tf.stack([tf.stack(row) for row in weights]), [t for t, _ in maps])
+        nonlocal w_matrix
+        if w_matrix is None:
+            w_matrix = tf.stack([tf.stack(row) for row in weights])
+        return weighted_sums(w_matrix, [t for t, _ in maps])
 
     if not _single_replica():  # synchronized BN: plain ops, differentiated by TF
         maps = []
@@ -661,7 +707,6 @@ def shared_ops(h, names, weights, stride: int = 1, bn: bool = True, epsilon: flo
             maps_flat = _flat_stack([t for t, _ in used])
             g_flat = _flat_stack(grads)
             d_weights = tf.linalg.matmul(g_flat, maps_flat, transpose_b=True)
-            w_matrix = tf.stack([tf.stack(row) for row in weights])
             d_maps = tf.unstack(tf.reshape(tf.linalg.matmul(w_matrix, g_flat, transpose_a=True),
                                            _join([len(used)], _shape(outputs[0]))))
             dh = []
@@ -678,7 +723,7 @@ def shared_ops(h, names, weights, stride: int = 1, bn: bool = True, epsilon: flo
                         reserve_space_2=reserve[1], reserve_space_3=reserve[2], epsilon=epsilon, is_training=True)
                 dh.append(_pool_backward(kind, stride, pooled, p, dt))
             d_h = tf.add_n(dh) if len(dh) > 1 else dh[0]
-            return [d_h] + tf.unstack(tf.reshape(d_weights, [-1]))
+            return [d_h] + tf.unstack(tf.reshape(d_weights, constant([-1])))
 
         record.record_operation_backprop_only("HdasSharedOps", outputs, inputs, backward)
     return outputs

@@ -206,7 +206,10 @@ class ArchitectureSearchModel(keras.Model):
         """
         (xt, yt), _ = data
         wv = self.weight_variables
-        with tf.GradientTape() as tape:
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            # The weights only: the tape then records nothing of the α → softmax path, and the conv blocks
+            # build no ∂/∂w_o (primitives.chain).
+            tape.watch([v.value for v in wv])
             logits = self(xt, training=True)
             loss_w = _average_loss(yt, logits)
         gw = tape.gradient(loss_w, [v.value for v in wv], unconnected_gradients=tf.UnconnectedGradients.ZERO)

@@ -197,6 +197,49 @@ def test_polyphase_round_trip_and_dilated_conv():
     assert not P.polyphase_ok((2, 7, 8, 3)) and P.polyphase_ok((2, 8, 8, 3))
 
 
+@pytest.mark.parametrize("direction", ["to", "from"])
+def test_polyphase_gradients_are_the_inverse_rearrangement(direction):
+    x, probe = rand(2, 8, 6, 3, seed=30), rand(2, 8, 6, 3, seed=31)
+    if direction == "from":  # a polyphase tensor: 4 sub-grids of 2 images
+        x, probe = P.to_polyphase(x), P.to_polyphase(probe)
+    taped, plain = (P.to_polyphase, P._to_polyphase) if direction == "to" else (P.from_polyphase, P._from_polyphase)
+    grads = []
+    for fn in (taped, plain):  # the hand-written gradient against autodiff of the reshapes and transpose
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(fn(x) * tf.reshape(probe, fn(x).shape))
+        grads.append(tape.gradient(loss, x).numpy())
+    np.testing.assert_array_equal(grads[0], grads[1])
+
+
+def test_block_gradients_do_not_need_the_weight_watched():
+    x, pw, probe = rand(2, 5, 5, 3, seed=32), rand(3, 4, seed=33), rand(2, 5, 5, 4, seed=34)
+    weight = tf.constant(0.7)
+
+    def grads(watch_weight):
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch([x, pw] + ([weight] if watch_weight else []))
+            loss = tf.reduce_sum(P.block(x, pw, weight=weight) * probe)
+        return tape.gradient(loss, [x, pw])
+
+    for a, b in zip(grads(True), grads(False)):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6)
+
+
+def test_graph_constants_live_and_die_with_their_graph():
+    import gc
+    import weakref
+
+    graph = tf.Graph()
+    with graph.as_default():
+        first, second = P.constant([1, 2]), P.constant([1, 2])
+    assert first is second and P.constant([1, 2]) is not first  # one per graph (eager here: a new tensor)
+    ref = weakref.ref(graph)
+    del graph, first, second
+    gc.collect()
+    assert ref() is None  # the cache is the graph's own: no module-level map keeps the graph alive
+
+
 def test_subsample_is_the_even_sub_grid():
     x = rand(2, 7, 7, 3, seed=19)
     np.testing.assert_array_equal(P.subsample(x).numpy(), x.numpy()[:, ::2, ::2, :])
