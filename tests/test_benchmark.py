@@ -271,7 +271,7 @@ def test_committed_benchmarks_readme_is_the_rendering_of_the_committed_results()
 
 def test_standard_rows_carry_the_reference_and_parse_as_specs():
     refs = [row for row in benchmark.STANDARD_ROWS if row.reference is not None]
-    assert len(refs) == 13 and len(benchmark.STANDARD_ROWS) == 17
+    assert len(refs) == 14 and len(benchmark.STANDARD_ROWS) == 18
     for row in refs:  # the reference's images/s is its batch over its s/step
         batch = int(benchmark._flag_value(row, "batch"))
         assert row.reference.img_per_s == pytest.approx(batch / row.reference.step_s, rel=0.01)
