@@ -10,7 +10,7 @@ Every convolutional op of the DARTS family is made of blocks [depthwise k×k →
 → BN. Left to autodiff, each block's backward pass is a dozen graph nodes of shape bookkeeping around the
 three real kernels, and tracing costs ~0.5 ms per node here, so a supernet's step took minutes to build
 (KERAS_NOTES §0; BUILD_NOTES "Speed"). Here the backward pass of a block is written out: the BN gradient
-(one FusedBatchNormGradV3), the 1×1 gradients (two matmuls), the depthwise gradients (input and filter).
+(one FusedBatchNormGradV3), the 1×1 gradients (an Einsum and a matmul), the depthwise gradients (input and filter).
 That also decides what the backward pass keeps:
 
 - ``recompute`` off: the block keeps its input, the depthwise output and the BN input (what autodiff keeps);
@@ -67,23 +67,19 @@ def _single_replica() -> bool:
 
 # === graph constants and batch-statistics BatchNorm ===
 
-def _graph_cache(name: str) -> dict:
-    """A dict that lives on the current graph (an attribute of it, so it dies with the graph: a module-level
-    map keyed by graph would keep every graph alive through its values' tensors)."""
-    graph = tf.compat.v1.get_default_graph()
-    cache = getattr(graph, name, None)
-    if cache is None:
-        cache = {}
-        setattr(graph, name, cache)
-    return cache
-
-
 def _graph_constant(key, make):
     """One constant per graph and key: a supernet has hundreds of BNs that would each add their own
-    ones/zeros/empty constants, and every graph node costs tracing time (BUILD_NOTES "Speed")."""
+    ones/zeros/empty constants, and every graph node costs tracing time (BUILD_NOTES "Speed").
+
+    The cache is an attribute of the graph, so it dies with the graph (a module-level map keyed by graph
+    would keep every graph alive through its values' tensors)."""
     if tf.executing_eagerly():
         return make()
-    cache = _graph_cache("_hdas_constants")
+    graph = tf.compat.v1.get_default_graph()
+    cache = getattr(graph, "_hdas_constants", None)
+    if cache is None:
+        cache = {}
+        graph._hdas_constants = cache
     if key not in cache:
         with tf.control_dependencies(None):  # shared by every user: it must not wait for the first one's inputs
             cache[key] = make()
@@ -352,7 +348,7 @@ def factorized_reduce(x, kernel_1, kernel_2):
 
 def _pointwise_backward(a, dz, kernel, kernel_gradient: bool):
     """Gradients of z = a·kernel (a 1×1 convolution, ``kernel`` [C_in, C_out]) w.r.t. a and, if asked, the
-    kernel: two 2-D matmuls over the pixels (see ``pointwise``) sharing the flattened ``dz``."""
+    kernel: an Einsum over the channels and a 2-D matmul over the pixels (see ``pointwise``)."""
     # ∂a as one Einsum node: it contracts the channels of the 4-D dz as one 2-D matmul (as fast as
     # reshape → MatMul → reshape, measured) and saves the two Reshape nodes; graph nodes cost tracing time and
     # ~15 KB of memory each (BUILD_NOTES "Speed"). The kernel gradient stays a MatMul of the flattened
@@ -671,12 +667,9 @@ def shared_ops(h, names, weights, stride: int = 1, bn: bool = True, epsilon: flo
                 maps.append((p, (kind, p, pooled, None)))
         return maps
 
-    w_matrix = None  # [E, O], stacked once and used by the forward sums and the backward pass
+    w_matrix = tf.stack([tf.stack(row) for row in weights])  # [E, O]: for the forward sums and the backward pass
 
     def combine(maps):
-        nonlocal w_matrix
-        if w_matrix is None:
-            w_matrix = tf.stack([tf.stack(row) for row in weights])
         return weighted_sums(w_matrix, [t for t, _ in maps])
 
     if not _single_replica():  # synchronized BN: plain ops, differentiated by TF
