@@ -51,12 +51,16 @@ class SearchCell(keras.layers.Layer):
       op_names: sequence of str. The op set, in α's order.
       steps: int. Intermediate nodes. Defaults to 4.
       pool_bn: bool. BN after pooling ops. Defaults to True.
+      edge_ops: optional sequence, one entry per edge: the ops of ``op_names`` that edge may use (StacNAS
+        stage 2, ``SearchSpace.edge_ops``). An edge computes only its own ops and only they have kernels;
+        ``weights`` must be 0 at the others (``ChainSupernet`` masks the softmax). Defaults to every op.
 
     ``call(s0, s1, weights)`` takes ``weights`` of shape [edges_per_cell, len(op_names)], already
     softmaxed over ops; edges are ordered node by node, and within a node by source index.
     """
 
-    def __init__(self, channels, reduction, reduction_prev, op_names, steps=4, pool_bn=True, **kwargs):
+    def __init__(self, channels, reduction, reduction_prev, op_names, steps=4, pool_bn=True, edge_ops=None,
+                 **kwargs):
         super().__init__(**kwargs)
         if channels < 1 or steps < 1:
             raise ValueError(f"SearchCell: channels and steps must be >= 1, received {channels}, {steps}")
@@ -75,14 +79,36 @@ class SearchCell(keras.layers.Layer):
         self.edge_nodes = [i for i in range(steps) for _ in range(i + 2)]
         self.edge_strides = [2 if self.reduction and j < 2 else 1 for j in self.edge_sources]
         self.edge_names = [f"edge_{i}_{j}" for i, j in zip(self.edge_nodes, self.edge_sources)]
+        self.edge_ops = self._checked_edge_ops(edge_ops)
         # The edges leaving each state that has any (the last node has none), and the parameter-free ops
         # (pooling + non-affine BN, identity at stride 1) that those edges share: ``primitives.shared_ops``.
         self.out_edges = [[k for k, src in enumerate(self.edge_sources) if src == j] for j in range(steps + 1)]
-        self.shared_op_names = [[name for name in self.op_names if name in _POOLS or (
-            name == "skip_connect" and not (self.reduction and j < 2))] for j in range(steps + 1)]
+        self.shared_op_names = [[name for name in self.op_names if (name in _POOLS or (
+            name == "skip_connect" and not (self.reduction and j < 2))) and self._used(name, self.out_edges[j])]
+            for j in range(steps + 1)]
         self._shared_columns = [[self.op_names.index(name) for name in names] for names in self.shared_op_names]
         # The strided skip (FactorizedReduce) has kernels; it exists on the edges leaving a reduction cell's inputs.
-        self.strided_edges = [k for k, s in enumerate(self.edge_strides) if s == 2]
+        self.strided_edges = [k for k, s in enumerate(self.edge_strides) if s == 2 and "skip_connect" in self.edge_ops[k]]
+        # The edges that hold kernels of each conv op (all edges unless ``edge_ops`` restricts them).
+        self.kernel_edges = {name: [k for k in range(self.num_edges) if name in self.edge_ops[k]]
+                             for name in self.op_names if name in _SEP or name in _DIL}
+
+    def _checked_edge_ops(self, edge_ops):
+        if edge_ops is None:
+            return (self.op_names,) * len(self.edge_sources)
+        edge_ops = [tuple(names) for names in edge_ops]
+        if len(edge_ops) != len(self.edge_sources):
+            raise ValueError(f"SearchCell: edge_ops has {len(edge_ops)} entries; the cell has {len(self.edge_sources)} "
+                             "edges")
+        for k, names in enumerate(edge_ops):
+            unknown = [o for o in names if o not in self.op_names]
+            if unknown:
+                raise ValueError(f"SearchCell: edge {self.edge_names[k]} lists ops {unknown} that are not in op_names "
+                                 f"{list(self.op_names)}")
+        return tuple(tuple(o for o in self.op_names if o in names) for names in edge_ops)
+
+    def _used(self, name, edges) -> bool:
+        return any(name in self.edge_ops[k] for k in edges)
 
     @property
     def num_edges(self) -> int:
@@ -91,12 +117,12 @@ class SearchCell(keras.layers.Layer):
     def build(self, s0_shape, s1_shape=None, weights_shape=None):
         self.preprocess0.build(s0_shape)
         self.preprocess1.build(s1_shape)
-        c, e = self.channels, self.num_edges
+        c = self.channels
         # PyTorch init per kernel: U(±1/√fan_in), fan_in = k·k for depthwise, C for pointwise (ops.torch_init).
         self.kernels = {}
-        for name in self.op_names:
-            if name in _SEP or name in _DIL:
-                k = int(name[-1])
+        for name, edges in self.kernel_edges.items():
+            if edges:
+                k, e = int(name[-1]), len(edges)
                 blocks = (2,) if name in _SEP else ()
                 self.kernels[name] = (
                     self.add_weight(shape=(e, *blocks, k, k, c, 1), initializer=ops.torch_init(k * k),
@@ -122,7 +148,10 @@ class SearchCell(keras.layers.Layer):
                     fr = variables[0][self.strided_edges.index(k)]
                     out[name] = [fr[0][None, None], fr[1][None, None]]
                 continue
-            dw, pw = variables[0][k], variables[1][k]
+            if k not in self.kernel_edges[name]:
+                continue
+            position = self.kernel_edges[name].index(k)
+            dw, pw = variables[0][position], variables[1][position]
             if name in _SEP:
                 out[name] = [dw[0], pw[0][None, None], dw[1], pw[1][None, None]]
             else:
@@ -141,16 +170,18 @@ class SearchCell(keras.layers.Layer):
             weights = P.edge_op_weights(flat, len(self.op_names), self.out_edges[j], self._shared_columns[j])
             outs = P.shared_ops(h, names, weights, stride, bn=self.pool_bn)
             read["shared"] = dict(zip(self.out_edges[j], outs))
-        convs = [n for n in self.kernels if n != "skip_connect"]
-        if convs or (stride == 2 and "skip_connect" in self.kernels):
+        edges = self.out_edges[j]
+        convs = [n for n in self.kernels if n != "skip_connect" and self._used(n, edges)]
+        strided_skip = stride == 2 and any(k in self.strided_edges for k in edges)
+        if convs or strided_skip:
             read["relu"] = r = tf.nn.relu(h)
         if stride == 2:
             for name in convs:  # the strided first block of a sep conv reads the padded state
                 if name in _SEP and f"pad_{name}" not in read:
                     read[f"pad_{name}"] = P._pad(r, int(name[-1]) // 2)
-            if "skip_connect" in self.kernels:
+            if strided_skip:
                 read["fr_input"] = P.factorized_reduce_input(r)
-        if any(n in self.kernels for n in _DIL):
+        if any(n in convs for n in _DIL):
             if stride == 2:
                 read["dil_grid"], read["dil_layout"] = P.subsample(r), "plain"
             elif P.polyphase_ok(h.shape):
@@ -167,6 +198,8 @@ class SearchCell(keras.layers.Layer):
         w_o as its scale (``w_scales[o]`` = w_o·1, computed for the whole cell at once)."""
         terms, dil = ([read["shared"][k]] if k in read["shared"] else []), []
         for o, name in enumerate(self.op_names):
+            if name not in kernels:  # parameter-free (in ``read["shared"]``), 'none', or not on this edge
+                continue
             if name == "skip_connect":
                 if read["stride"] == 2:
                     kernel = P.factorized_reduce_kernel(*kernels[name])
@@ -200,13 +233,13 @@ class SearchCell(keras.layers.Layer):
     def _edge_kernel_lists(self, dtype):
         """Per op name, per edge, the tuple of that edge's kernels (one Unpack per stacked variable)."""
         per_edge = {}
-        e = self.num_edges
         for name, variables in self.kernels.items():
             if name == "skip_connect":
                 fr = tf.unstack(tf.cast(tf.reshape(variables[0], (-1, *variables[0].shape[2:])), dtype))
                 per_edge[name] = {k: (fr[2 * n], fr[2 * n + 1]) for n, k in enumerate(self.strided_edges)}
                 continue
             dw_var, pw_var = variables
+            edges = self.kernel_edges[name]
             dw = tf.unstack(tf.cast(tf.reshape(dw_var, (-1, *dw_var.shape[-4:])), dtype))
             pw_all = tf.cast(pw_var, dtype)
             pw = tf.unstack(tf.reshape(pw_all, (-1, *pw_var.shape[-2:])))
@@ -214,10 +247,10 @@ class SearchCell(keras.layers.Layer):
             # Reshape per chain (Stage.pointwise_4d).
             pw4 = tf.unstack(tf.reshape(pw_all, (-1, 1, 1, *pw_var.shape[-2:])))
             if name in _SEP:
-                per_edge[name] = {k: (dw[2 * k], pw[2 * k], dw[2 * k + 1], pw[2 * k + 1], pw4[2 * k], pw4[2 * k + 1])
-                                  for k in range(e)}
+                per_edge[name] = {k: (dw[2 * n], pw[2 * n], dw[2 * n + 1], pw[2 * n + 1], pw4[2 * n], pw4[2 * n + 1])
+                                  for n, k in enumerate(edges)}
             else:
-                per_edge[name] = {k: (dw[k], pw[k], pw4[k]) for k in range(e)}
+                per_edge[name] = {k: (dw[n], pw[n], pw4[n]) for n, k in enumerate(edges)}
         return per_edge
 
     def call(self, s0, s1, weights, training=None):
@@ -248,7 +281,9 @@ class SearchCell(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(channels=self.channels, reduction=self.reduction, reduction_prev=self.reduction_prev,
-                      op_names=list(self.op_names), steps=self.steps, pool_bn=self.pool_bn)
+                      op_names=list(self.op_names), steps=self.steps, pool_bn=self.pool_bn,
+                      edge_ops=None if all(names == self.op_names for names in self.edge_ops)
+                      else [list(names) for names in self.edge_ops])
         return config
 
 

@@ -13,6 +13,7 @@ SEARCH_KINDS = ("cell", "distribution", "stage")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 EDGE_RANKINGS = ("softmax", "logit")
 SELECTIONS = ("last", "best_val")
+STACNAS_MODES = ("off", "clusters", "members")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,10 +30,17 @@ class SearchConfig:
       unrolled: second-order architecture gradient.
       recompute: keep only block inputs for the backward pass and recompute the rest (less memory).
       op_tracebacks: keep TensorFlow's per-op Python stack traces (``hdas_tf.op_tracebacks``; off by default).
+      stacnas: StacNAS mode of a cell search (``hdas_tf.clusters``): "off"; "clusters" (stage 1: one
+        representative op per cluster of ``clusters``, a file, or the default set when None); "members"
+        (stage 2: each edge searches the members of the cluster it won in stage 1, read from the hand-off
+        file ``edge_clusters``).
     """
 
     search: str = "cell"
     cells: str = "shared"
+    stacnas: str = "off"
+    clusters: str | None = None
+    edge_clusters: str | None = None
     stage: str = "stage_specific"
     genotype: str | None = None
     stage_lengths: tuple[int, int, int] | None = None
@@ -84,6 +92,7 @@ class SearchConfig:
             ("edge_ranking", self.edge_ranking, EDGE_RANKINGS),
             ("genotype_selection", self.genotype_selection, SELECTIONS),
             ("theta", self.theta, ("uniform", "flops")),
+            ("stacnas", self.stacnas, STACNAS_MODES),
         ]
         for name, value, allowed in checks:
             if value not in allowed:
@@ -97,6 +106,15 @@ class SearchConfig:
             raise ValueError(f"max_steps must be >= 1, received {self.max_steps}")
         if not 0.0 < self.train_portion < 1.0:
             raise ValueError(f"train_portion must be in (0, 1), received {self.train_portion}")
+        if self.stacnas != "off" and self.search != "cell":
+            raise ValueError(f"stacnas={self.stacnas!r} is a mode of the cell search; received search={self.search!r}")
+        if self.clusters and self.stacnas != "clusters":
+            raise ValueError("clusters (a cluster-set file) is read by StacNAS stage 1 only: set stacnas='clusters', "
+                             "or leave clusters unset")
+        if (self.stacnas == "members") != bool(self.edge_clusters):
+            raise ValueError("StacNAS stage 2 (stacnas='members') needs edge_clusters, the edge_clusters.json a "
+                             "stage-1 search (stacnas='clusters') wrote in its run directory; edge_clusters is "
+                             "read by stage 2 only")
         if self.search != "cell" and not self.genotype:
             raise ValueError(f"a {self.search} search needs a fixed cell genotype: set genotype "
                              "(a registry name such as DARTS_V2, or a genotype.json from a cell search)")

@@ -835,7 +835,7 @@ def _top_edges(a: np.ndarray, sources, op_names, k: int, ranking: str) -> tuple:
 
 
 def parse_cell_alphas(
-    alphas, op_names=CELL_OPS, steps: int = 4, k: int = 2, ranking: str = "softmax", concat=None
+    alphas, op_names=CELL_OPS, steps: int = 4, k: int = 2, ranking: str = "softmax", concat=None, op_mask=None
 ) -> CellGenotype:
     """Derive a discrete cell from the α of one cell (DESIGN §5).
 
@@ -848,6 +848,9 @@ def parse_cell_alphas(
         k: int. Edges kept per node. Defaults to 2.
         ranking: str. "softmax" (DARTS) or "logit" (raw α, as the H-DAS code). Defaults to "softmax".
         concat: sequence of int. Defaults to all nodes, (2, ..., steps+1).
+        op_mask: optional bool array of α's shape: the ops each edge may use (StacNAS stage 2,
+            ``SearchSpace.op_mask``). The others are left out of the softmax and of the choice, as the
+            supernet left them out. Defaults to every op.
 
     Returns:
         CellGenotype. Within a node the edges are ordered by descending score (ties: lower source first),
@@ -858,6 +861,14 @@ def parse_cell_alphas(
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     n_edges = sum(i + 2 for i in range(steps))
     a = _alpha_matrix(alphas, (n_edges, len(op_names)), "cell alphas")
+    if op_mask is not None:
+        mask = np.asarray(op_mask, dtype=bool)
+        if mask.shape != a.shape:
+            raise ValueError(f"op_mask: expected shape {a.shape}, got {mask.shape}")
+        searched = mask[:, [o for o, name in enumerate(op_names) if name != "none"]].any(axis=1)
+        if not searched.all():
+            raise ValueError(f"op_mask: edges {np.flatnonzero(~searched).tolist()} allow no op other than 'none'")
+        a = np.where(mask, a, -np.inf)  # exp(-inf) = 0: out of the softmax; never the argmax
     nodes, start = [], 0
     for i in range(steps):
         n_in = i + 2

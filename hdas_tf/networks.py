@@ -38,6 +38,9 @@ class ChainSupernet(keras.layers.Layer):
     Cell i reads the α of its group (``SearchSpace.cell_group``): two groups when cells are shared
     (DARTS), five when they are stage-specific (H^c-DAS). The stem BN is affine, as in the reference;
     everything inside the cells is non-affine.
+
+    With ``space.edge_ops`` (StacNAS stage 2) each edge computes only its own ops, and the softmax over an
+    edge's ops runs over those alone: the others get probability exactly 0 and α gradient 0.
     """
 
     def __init__(self, space: SearchSpace | dict, pool_bn: bool = True, **kwargs):
@@ -51,8 +54,12 @@ class ChainSupernet(keras.layers.Layer):
         self.cells, self.groups = [], []
         layout = chain_layout(sp.layers, sp.init_channels, 3, sp.reduction_indices())
         for i, (c, reduction, reduction_prev, _, _) in enumerate(layout):
-            self.cells.append(SearchCell(c, reduction, reduction_prev, sp.cell_ops, sp.steps, pool_bn, name=f"cell_{i}"))
-            self.groups.append(sp.cell_group(i))
+            group = sp.cell_group(i)
+            self.cells.append(SearchCell(c, reduction, reduction_prev, sp.cell_ops, sp.steps, pool_bn,
+                                         edge_ops=None if sp.edge_ops is None else sp.edge_op_names(group),
+                                         name=f"cell_{i}"))
+            self.groups.append(group)
+        self.masks = None if sp.edge_ops is None else {g: sp.op_mask(g) for g in sp.cell_groups}
         self.classifier = keras.layers.Dense(sp.num_classes, kernel_initializer=ops.torch_init(), name="classifier")
 
     def build(self, images_shape, arch_shape=None):
@@ -69,11 +76,19 @@ class ChainSupernet(keras.layers.Layer):
         self.built = True
 
     def call(self, images, arch, training=None):
-        weights = {g: tf.nn.softmax(arch[f"alpha_{g}"], axis=-1) for g in self.space.cell_groups}
+        weights = {g: self._softmax(arch[f"alpha_{g}"], g) for g in self.space.cell_groups}
         s0 = s1 = self.stem_bn(self.stem_conv(images), training=training)
         for cell, group in zip(self.cells, self.groups):
             s0, s1 = s1, cell(s0, s1, weights[group], training=training)
         return self.classifier(tf.reduce_mean(s1, axis=[1, 2]))
+
+    def _softmax(self, alpha, group):
+        if self.masks is None:
+            return tf.nn.softmax(alpha, axis=-1)
+        # DARTS Eq. 2 over the ops an edge may use: exp(-inf) = 0 for the others, and tf.where passes them
+        # no gradient.
+        mask = tf.constant(self.masks[group])
+        return tf.nn.softmax(tf.where(mask, alpha, tf.constant(-float("inf"), alpha.dtype)), axis=-1)
 
     def get_config(self):
         config = super().get_config()

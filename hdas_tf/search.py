@@ -19,6 +19,13 @@ flags.DEFINE_enum("search", "cell", configs.SEARCH_KINDS,
                   "stage: H^s-DAS stage-DAG search.")
 flags.DEFINE_enum("cells", "shared", ["shared", "stage_specific"],
                   "Cell α: shared (DARTS: normal + reduce) or stage_specific (H^c-DAS: normal1/2/3 + reduce1/2).")
+flags.DEFINE_enum("stacnas", "off", configs.STACNAS_MODES,
+                  "StacNAS mode of a cell search: off; clusters (stage 1: one representative op per operator "
+                  "cluster, writes RUN_DIR/edge_clusters.json); members (stage 2: each edge searches the members of "
+                  "the cluster it won in stage 1 + none; needs --edge_clusters).")
+flags.DEFINE_string("clusters", None, "StacNAS stage 1: a hdas_tf.clusters/1 JSON file of operator clusters "
+                    "(default: pooling {max, avg}, skip, separable {sep3, sep5}, dilated {dil3, dil5}).")
+flags.DEFINE_string("edge_clusters", None, "StacNAS stage 2: the edge_clusters.json of a stage-1 run.")
 flags.DEFINE_enum("stage", "stage_specific", ["shared", "stage_specific"],
                   "Stage α of a stage search: one DAG for all stages (H^s-DAS*) or one per stage (H^s-DAS).")
 flags.DEFINE_string("genotype", None, "Fixed cell genotype of a stage or distribution search: a registry name "
@@ -79,7 +86,12 @@ def main(argv):
         cfg = config_from_flags()
     except ValueError as e:
         raise app.UsageError(str(e))
-    from hdas_tf.search_job import configure_runtime, run_search  # heavy imports after flag checks
+    from hdas_tf.search_job import check_inputs, configure_runtime, run_search  # heavy imports after flag checks
+
+    try:
+        check_inputs(cfg)  # the files the flags name, before anything is written
+    except ValueError as e:
+        raise app.UsageError(str(e))
 
     configure_runtime(cfg)
     os.makedirs(FLAGS.run_dir, exist_ok=True)

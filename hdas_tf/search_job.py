@@ -12,10 +12,11 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from hdas_tf import data, genotypes, op_tracebacks
+from hdas_tf import clusters, data, genotypes, op_tracebacks
 from hdas_tf.configs import SearchConfig
 from hdas_tf.losses import make_arch_regularizer, stage_flops_share
 from hdas_tf.networks import ChainSupernet, StageSupernet
+from hdas_tf.ops import CELL_OPS
 from hdas_tf.optimizers import FlatSGD
 from hdas_tf.search_model import ArchitectureSearchModel, CosineEpochSchedule
 from hdas_tf.search_space import SearchSpace, log10_space_size
@@ -66,11 +67,43 @@ def configure_threads(inter_op: int = 0, intra_op: int = 0, batch_size: int | No
             tf.config.threading.get_intra_op_parallelism_threads())
 
 
+def stage1_clusters(cfg: SearchConfig) -> tuple[clusters.Cluster, ...]:
+    """The operator clusters of a StacNAS stage-1 search: the --clusters file, or the default set."""
+    return clusters.load_clusters(cfg.clusters) if cfg.clusters else clusters.DEFAULT_CLUSTERS
+
+
+def stage2_edge_clusters(cfg: SearchConfig) -> clusters.EdgeClusters:
+    """The stage-1 hand-off of a StacNAS stage-2 search, checked against this run's cell groups."""
+    hand_off = clusters.EdgeClusters.load(cfg.edge_clusters)
+    groups = SearchSpace(cells=cfg.cells).cell_groups
+    if set(hand_off.groups) != set(groups):
+        raise ValueError(f"edge clusters file {cfg.edge_clusters!r} has cell groups {list(hand_off.groups)}, but "
+                         f"cells={cfg.cells!r} searches {list(groups)}: run stage 2 with stage 1's --cells")
+    return hand_off
+
+
+def check_inputs(cfg: SearchConfig) -> None:
+    """Reads the files a config names (genotype, StacNAS clusters and hand-off) so that a bad one stops the run
+    before it writes anything; raises ValueError naming the file and the problem."""
+    if cfg.genotype:
+        genotypes.resolve(cfg.genotype)
+    if cfg.stacnas == "clusters":
+        stage1_clusters(cfg)
+    elif cfg.stacnas == "members":
+        stage2_edge_clusters(cfg)
+
+
 def search_space(cfg: SearchConfig, num_classes: int) -> SearchSpace:
     """The search space a config describes."""
     if cfg.search == "cell":
-        return SearchSpace(cells=cfg.cells, stage="chain", layers=cfg.layers, init_channels=cfg.init_channels,
-                           num_classes=num_classes)
+        cell_ops, edge_ops = CELL_OPS, None
+        if cfg.stacnas == "clusters":  # StacNAS stage 1: a representative per cluster, plus 'none'
+            cell_ops = clusters.representative_ops(stage1_clusters(cfg))
+        elif cfg.stacnas == "members":  # stage 2: every edge its winning cluster's members, plus 'none'
+            hand_off = stage2_edge_clusters(cfg)
+            cell_ops, edge_ops = hand_off.op_union(), hand_off.edge_ops()
+        return SearchSpace(cell_ops=cell_ops, edge_ops=edge_ops, cells=cfg.cells, stage="chain", layers=cfg.layers,
+                           init_channels=cfg.init_channels, num_classes=num_classes)
     lengths = tuple(cfg.stage_lengths) if cfg.stage_lengths else (6, 6, 6)
     if cfg.search == "stage" and not cfg.stage_lengths:
         # Phase 3 reads the stage lengths the distribution search chose, when its genotype carries them.
@@ -83,10 +116,12 @@ def search_space(cfg: SearchConfig, num_classes: int) -> SearchSpace:
 
 
 def derive_cell_genotype(arch: dict, space: SearchSpace, ranking: str = "softmax") -> genotypes.Genotype:
-    """Top-2 edges per node, 'none' excluded (DESIGN §5), for every α group of a cell search."""
-    cells = {group: genotypes.parse_cell_alphas(arch[f"alpha_{group}"], op_names=space.cell_ops, steps=space.steps,
-                                                ranking=ranking)
-             for group in space.cell_groups}
+    """Top-2 edges per node, 'none' excluded (DESIGN §5), for every α group of a cell search; with per-edge op
+    sets (StacNAS stage 2) each edge chooses among its own ops."""
+    cells = {group: genotypes.parse_cell_alphas(
+        arch[f"alpha_{group}"], op_names=space.cell_ops, steps=space.steps, ranking=ranking,
+        op_mask=None if space.edge_ops is None else space.op_mask(group))
+        for group in space.cell_groups}
     return genotypes.Genotype(cells=cells)
 
 
@@ -125,6 +160,16 @@ def build_search(cfg: SearchConfig, strategy, info: data.DataInfo, steps_per_epo
     return space, model, derive
 
 
+def derive_documents(cfg: SearchConfig, space: SearchSpace):
+    """What a search writes each epoch besides its genotype (``SearchLoop(documents=...)``): StacNAS stage 1's
+    hand-off, the winning cluster of every edge; None otherwise."""
+    if cfg.stacnas != "clusters":
+        return None
+    cluster_set = stage1_clusters(cfg)
+    return lambda arch: {clusters.HANDOFF_NAME: clusters.derive_edge_clusters(
+        arch, cluster_set, space.cell_ops, space.cell_groups, space.steps).to_dict()}
+
+
 def run_search(cfg: SearchConfig, run_dir: str, resume: bool = False) -> dict:
     """Runs (or resumes) a search in ``run_dir`` and returns the run summary written to run.json."""
     t_start = time.monotonic()
@@ -155,6 +200,8 @@ def run_search(cfg: SearchConfig, run_dir: str, resume: bool = False) -> dict:
                        [f"n={n}" for n in space.candidate_lengths])
                 for name in space.arch_shapes()}
 
+    masks = None if space.edge_ops is None else {f"alpha_{g}": space.op_mask(g) for g in space.cell_groups}
+
     def on_step(step, out):
         if step % cfg.log_every == 0:
             lr = float(model.w_optimizer.learning_rate)
@@ -166,14 +213,14 @@ def run_search(cfg: SearchConfig, run_dir: str, resume: bool = False) -> dict:
                           "epoch/acc_a": record.acc_a, "epoch/images_per_s": record.images_per_s,
                           "epoch/w_lr": float(model.w_optimizer.learning_rate)}
                    | {f"epoch/{k}": v for k, v in record.extra.items()})
-        tb.architecture(step, loop.arch_numpy(), op_names)
+        tb.architecture(step, loop.arch_numpy(), op_names, masks)
         tb.genotype(step, genotype)
         tb.flush()
 
     dataset = tf.data.Dataset.zip((weight_ds, arch_ds)).prefetch(2)
     loop = SearchLoop(model, strategy, dataset, run_dir, steps_per_epoch, cfg.epochs, derive,
                       max_steps=cfg.max_steps, select=cfg.genotype_selection, log_every=cfg.log_every,
-                      on_epoch_end=on_epoch_end, on_step=on_step)
+                      on_epoch_end=on_epoch_end, on_step=on_step, documents=derive_documents(cfg, space))
     if resume:
         loop.restore()
     if int(loop.step.numpy()) == 0:

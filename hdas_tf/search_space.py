@@ -7,7 +7,10 @@ search, a checkpoint and a genotype parser agree on what α's axes mean.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
+
+import numpy as np
 
 from hdas_tf.ops import CELL_OPS, STAGE_OPS
 
@@ -33,6 +36,11 @@ class SearchSpace:
       min_cells, max_cells: the candidate stage lengths of the cell-distribution (β) search;
         ``max_cells=None`` means no distribution search.
       layers, init_channels, num_classes: the chain supernet's L, C and classes.
+      edge_ops: per cell α group, per edge, the ops that edge may use (a subset of ``cell_ops``, at least one of
+        them not 'none'); ``None`` = every edge uses every op. StacNAS stage 2 restricts each edge to its
+        winning cluster (``hdas_tf.clusters``). Given as ``{group: [[op, ...], ...]}`` or as (group, edges)
+        pairs; stored as pairs in ``cell_groups`` order, each op set in ``cell_ops`` order. α keeps its full
+        [edges, len(cell_ops)] shape; the ops an edge may not use get probability 0 (``op_mask``).
     """
 
     cell_ops: tuple[str, ...] = CELL_OPS
@@ -47,6 +55,7 @@ class SearchSpace:
     layers: int = 8
     init_channels: int = 16
     num_classes: int = 10
+    edge_ops: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...] | None = None
 
     def __post_init__(self):
         if self.cells not in CELL_SHARING:
@@ -70,6 +79,35 @@ class SearchSpace:
         if self.max_cells is not None and not 2 <= self.min_cells <= self.max_cells:
             raise ValueError(
                 f"need 2 <= min_cells <= max_cells, received min_cells={self.min_cells}, max_cells={self.max_cells}")
+        if self.edge_ops is not None:
+            object.__setattr__(self, "edge_ops", self._checked_edge_ops(self.edge_ops))
+
+    def _checked_edge_ops(self, edge_ops):
+        if self.stage != "chain":
+            raise ValueError("edge_ops (per-edge op sets) apply to a cell search (stage='chain') only")
+        pairs = dict(edge_ops.items() if isinstance(edge_ops, dict) else edge_ops)
+        if set(pairs) != set(self.cell_groups):
+            raise ValueError(f"edge_ops: groups {sorted(pairs)} do not match the cell groups {list(self.cell_groups)} "
+                             f"of cells={self.cells!r}")
+        out = []
+        for group in self.cell_groups:
+            per_edge = list(pairs[group])
+            if len(per_edge) != self.edges_per_cell:
+                raise ValueError(f"edge_ops[{group!r}]: {len(per_edge)} edges; {self.steps} nodes have "
+                                 f"{self.edges_per_cell}")
+            edges = []
+            for k, names in enumerate(per_edge):
+                names = [names] if isinstance(names, str) else list(names)
+                unknown = [o for o in names if o not in self.cell_ops]
+                if unknown:
+                    raise ValueError(f"edge_ops[{group!r}] edge {k}: ops {unknown} are not in cell_ops "
+                                     f"{list(self.cell_ops)}")
+                if not any(o != "none" for o in names):
+                    raise ValueError(f"edge_ops[{group!r}] edge {k}: needs at least one op other than 'none', "
+                                     f"received {names}")
+                edges.append(tuple(o for o in self.cell_ops if o in names))
+            out.append((group, tuple(edges)))
+        return tuple(out)
 
     # === cell level ===
 
@@ -99,6 +137,16 @@ class SearchSpace:
         if index == r2:
             return "reduce2"
         return "normal3"
+
+    def edge_op_names(self, group: str) -> tuple[tuple[str, ...], ...]:
+        """The ops each edge of α group ``group`` may use (every op unless ``edge_ops`` restricts them)."""
+        if self.edge_ops is None:
+            return (self.cell_ops,) * self.edges_per_cell
+        return dict(self.edge_ops)[group]
+
+    def op_mask(self, group: str) -> np.ndarray:
+        """bool [edges, len(cell_ops)]: which α entries of ``group`` are searched."""
+        return np.array([[o in names for o in self.cell_ops] for names in self.edge_op_names(group)])
 
     # === stage level ===
 
@@ -152,13 +200,17 @@ class SearchSpace:
 
 
 def space_to_config(space: SearchSpace) -> dict:
-    """JSON-ready dict of a SearchSpace (tuples become lists)."""
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(space).items()}
+    """JSON-ready dict of a SearchSpace (tuples become lists; ``edge_ops`` a {group: [[op, ...], ...]} dict)."""
+    config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(space).items()}
+    if space.edge_ops is not None:
+        config["edge_ops"] = {g: [list(ops) for ops in edges] for g, edges in space.edge_ops}
+    return config
 
 
 def space_from_config(config: dict) -> SearchSpace:
     """Inverse of ``space_to_config``."""
-    return SearchSpace(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items()})
+    return SearchSpace(**{k: (v if k == "edge_ops" else tuple(v) if isinstance(v, list) else v)
+                          for k, v in config.items()})
 
 
 # === search-space sizes (log10 of the number of discrete architectures) ===
@@ -185,8 +237,22 @@ def log10_distribution_stage_space(min_cells: int, max_cells: int, window: int =
     return math.log10(total)
 
 
+def log10_cell_space_per_edge(steps: int, ops_per_edge, k: int = 2) -> float:
+    """One cell whose edges have their own op counts (α rows node by node): node i picks k of its i+2 inputs,
+    each with one of that edge's non-'none' ops — Σ over the k-subsets of the product of their counts."""
+    total, start = 0.0, 0
+    for i in range(steps):
+        counts = list(ops_per_edge[start:start + i + 2])
+        start += i + 2
+        total += math.log10(sum(math.prod(c) for c in itertools.combinations(counts, min(k, len(counts)))))
+    return total
+
+
 def log10_cell_level_size(space: SearchSpace) -> float:
     """log10 of the number of cell choices: one cell per α group (2 shared, 5 stage-specific)."""
+    if space.edge_ops is not None:
+        return sum(log10_cell_space_per_edge(space.steps, [len([o for o in ops if o != "none"]) for ops in edges])
+                   for _, edges in space.edge_ops)
     non_none = len([o for o in space.cell_ops if o != "none"])
     return len(space.cell_groups) * log10_cell_space(space.steps, non_none)
 

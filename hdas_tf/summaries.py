@@ -342,7 +342,8 @@ class SummaryLogger:
             for tag, value in values.items():
                 tf.summary.scalar(tag, value, step=step)
 
-    def architecture(self, step: int, arch: Mapping, op_names_by_name: Mapping[str, Sequence]) -> None:
+    def architecture(self, step: int, arch: Mapping, op_names_by_name: Mapping[str, Sequence],
+                     masks: Mapping | None = None) -> None:
         """Log raw architecture variables: softmax scalars, raw histograms, heatmap and table per α.
 
         Args:
@@ -351,6 +352,9 @@ class SummaryLogger:
             ``SearchSpace.arch_shapes`` names them (``alpha_*`` / ``beta_*``).
           op_names_by_name: name → the op names of an α's last axis, or the candidate stage lengths of
             a β (as ints, or as strings "n=4"); ``arch_labels(space)`` builds it for a SearchSpace.
+          masks: optional name → bool [edges, ops]: the ops each edge searches (StacNAS stage 2,
+            ``SearchSpace.op_mask``). The softmax runs over those alone, as in the supernet; the others
+            show as 0 and are left out of the raw histogram.
         """
         with self.writer.as_default():
             for name, value in arch.items():
@@ -369,7 +373,11 @@ class SummaryLogger:
                 if raw.ndim != 2 or raw.shape[1] != len(names):
                     raise ValueError(f"architecture: {name!r} has shape {raw.shape}; expected "
                                      f"[edges, {len(names)}] for ops {names}")
-                probs = softmax(raw, axis=-1)
+                mask = None if masks is None or name not in masks else np.asarray(masks[name], dtype=bool)
+                if mask is not None and mask.shape != raw.shape:
+                    raise ValueError(f"architecture: mask of {name!r} has shape {mask.shape}; expected {raw.shape}")
+                probs = softmax(raw if mask is None else np.where(mask, raw, -np.inf), axis=-1)
+                raw = raw if mask is None else raw[mask]
                 for e, row in enumerate(probs):
                     for op, p in zip(names, row):
                         tf.summary.scalar(f"alpha/{short}/edge{e}/{op}", p, step=step)

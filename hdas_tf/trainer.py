@@ -128,15 +128,19 @@ class SearchLoop:
       select: "last" (the final epoch's genotype) or "best_val" (the epoch with the best supernet
         accuracy on the architecture batches).
       on_epoch_end: optional ``fn(epoch, record, genotype)``, e.g. TensorBoard logging.
+      documents: optional ``fn(arch) -> {name: JSON-ready object}``: more results derived from α each epoch
+        (e.g. StacNAS's ``edge_clusters``), written beside the epoch's genotype as
+        ``genotypes/epoch_NNN.{name}.json`` and, for the epoch the selection picks, ``RUN_DIR/{name}.json``.
     """
 
     def __init__(self, model, strategy, dataset, run_dir: str, steps_per_epoch: int, epochs: int,
                  derive: Callable, max_steps: int | None = None, select: str = "last", log_every: int = 10,
-                 on_epoch_end: Callable | None = None, on_step: Callable | None = None):
+                 on_epoch_end: Callable | None = None, on_step: Callable | None = None,
+                 documents: Callable | None = None):
         self.model, self.strategy, self.dataset, self.run_dir = model, strategy, dataset, run_dir
         self.steps_per_epoch, self.epochs, self.max_steps = steps_per_epoch, epochs, max_steps
         self.derive, self.select, self.log_every = derive, select, log_every
-        self.on_epoch_end, self.on_step = on_epoch_end, on_step
+        self.on_epoch_end, self.on_step, self.documents = on_epoch_end, on_step, documents
         self.total_steps = epochs * steps_per_epoch if max_steps is None else min(max_steps, epochs * steps_per_epoch)
         with strategy.scope():
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
@@ -244,14 +248,19 @@ class SearchLoop:
         gdir = os.path.join(self.run_dir, "genotypes")
         os.makedirs(gdir, exist_ok=True)
         genotype.save(os.path.join(gdir, f"epoch_{record.epoch:03d}.json"))
+        documents = self.documents(arch) if self.documents is not None else {}
+        for name, doc in documents.items():
+            write_json_atomic(os.path.join(gdir, f"epoch_{record.epoch:03d}.{name}.json"), doc)
         if record.acc_a > float(self.best_val.numpy()):
             self.best_val.assign(record.acc_a)
             genotype.save(os.path.join(gdir, "best_val.json"))
+            for name, doc in documents.items():
+                write_json_atomic(os.path.join(gdir, f"best_val.{name}.json"), doc)
         entry = dataclasses.asdict(record)
         entry["complete_epoch"] = complete
         history[:] = [h for h in history if h["epoch"] != record.epoch] + [entry]
         write_json_atomic(os.path.join(self.run_dir, "history.json"), history)
-        self._write_selected(history)
+        self._write_selected(history, documents)
         save_npz_atomic(os.path.join(self.run_dir, "alphas.npz"), arch)
         # The checkpoint comes last: a restart from it never lacks the files of the epochs it covers.
         self.manager.save(checkpoint_number=int(self.step.numpy()))
@@ -262,7 +271,7 @@ class SearchLoop:
         if self.on_epoch_end is not None:
             self.on_epoch_end(record.epoch, record, genotype)
 
-    def _write_selected(self, history):
+    def _write_selected(self, history, document_names=()):
         gdir = os.path.join(self.run_dir, "genotypes")
         if self.select == "best_val" and os.path.exists(os.path.join(gdir, "best_val.json")):
             source = os.path.join(gdir, "best_val.json")
@@ -271,6 +280,9 @@ class SearchLoop:
         from hdas_tf.genotypes import Genotype  # local: the loop itself is genotype-agnostic
 
         Genotype.load(source).save(os.path.join(self.run_dir, "genotype.json"))
+        for name in document_names:
+            with open(f"{source[:-len('.json')]}.{name}.json") as f:
+                write_json_atomic(os.path.join(self.run_dir, f"{name}.json"), json.load(f))
 
     def _load_history(self) -> list:
         path = os.path.join(self.run_dir, "history.json")

@@ -114,3 +114,52 @@ def test_distribution_then_stage_search_through_the_cli(tmp_path):
     assert final.cells == g.cells  # the fixed cells pass through unchanged
     assert [len(s.cells) for s in final.stages] == list(g.stage_lengths)
     assert sorted(np.load(stage / "alphas.npz").files) == ["alpha_stage"]
+
+
+def test_stacnas_stage1_then_stage2_through_the_cli(tmp_path):
+    """StacNAS (DESIGN §5): stage 1 searches one representative per cluster of a --clusters file and writes the
+    per-edge winning clusters; stage 2 reads them and each kept edge of its genotype uses a member of the
+    cluster that won that edge; bad hand-offs stop before anything is written."""
+    from hdas_tf.clusters import EdgeClusters
+
+    custom = {"format": "hdas_tf.clusters/1", "clusters": [
+        {"name": "pool", "ops": ["max_pool_3x3", "avg_pool_3x3"], "representative": "avg_pool_3x3"},
+        {"name": "conv", "ops": ["sep_conv_3x3", "dil_conv_3x3"]},
+        {"name": "skip", "ops": ["skip_connect"]}]}
+    (tmp_path / "clusters.json").write_text(json.dumps(custom))
+    tiny = ["--batch_size=4", "--num_examples=16", "--max_steps=2", "--epochs=1"]
+    stage1 = tmp_path / "stage1"
+    _search(stage1, "--stacnas=clusters", f"--clusters={tmp_path / 'clusters.json'}", *tiny)
+    arch = np.load(stage1 / "alphas.npz")
+    assert arch["alpha_normal"].shape == (14, 4)  # avg_pool_3x3, skip_connect, sep_conv_3x3, none
+    g1 = Genotype.load(stage1 / "genotype.json")
+    assert {op for cell in g1.cells.values() for node in cell.nodes for op, _ in node} <= {
+        "avg_pool_3x3", "skip_connect", "sep_conv_3x3"}
+    hand_off = EdgeClusters.load(stage1 / "edge_clusters.json")
+    assert (stage1 / "genotypes" / "epoch_001.edge_clusters.json").exists()
+    rep_cluster = {"avg_pool_3x3": "pool", "sep_conv_3x3": "conv", "skip_connect": "skip"}
+    for group, names in hand_off.cells:
+        a = arch[f"alpha_{group}"]
+        assert list(names) == [rep_cluster[("avg_pool_3x3", "skip_connect", "sep_conv_3x3")[int(np.argmax(r[:3]))]]
+                               for r in a]
+
+    stage2 = tmp_path / "stage2"
+    _search(stage2, "--stacnas=members", f"--edge_clusters={stage1 / 'edge_clusters.json'}", "--layers=4", *tiny)
+    members = {c["name"]: set(c["ops"]) for c in custom["clusters"]}
+    g2 = Genotype.load(stage2 / "genotype.json")
+    for group, names in hand_off.cells:
+        rows = {(i, src): k for k, (i, src) in enumerate((i, j) for i in range(4) for j in range(i + 2))}
+        for i, node in enumerate(g2.cells[group].nodes):
+            for op, src in node:
+                assert op in members[names[rows[i, src]]], (group, i, op, src)
+    run = json.loads((stage2 / "run.json").read_text())
+    assert run["config"]["stacnas"] == "members"
+
+    missing = _search(tmp_path / "bad", "--stacnas=members", f"--edge_clusters={tmp_path / 'nope.json'}", *tiny,
+                      check=False)
+    assert missing.returncode != 0 and "nope.json' does not exist" in missing.stderr
+    assert not (tmp_path / "bad").exists()
+    wrong = _search(tmp_path / "bad", "--stacnas=members", f"--edge_clusters={stage1 / 'edge_clusters.json'}",
+                    "--cells=stage_specific", *tiny, check=False)
+    assert wrong.returncode != 0 and "run stage 2 with stage 1's --cells" in wrong.stderr
+    assert not (tmp_path / "bad").exists()

@@ -333,3 +333,23 @@ def test_genotype_json_is_valid_json(tmp_path):
     assert json.loads(body)["format"] == gt.FORMAT
     assert sorted(t for t in tags if t.startswith("genotype_dot/")) == [
         "genotype_dot/stage_0", "genotype_dot/stage_1", "genotype_dot/stage_2"]
+
+
+def test_logger_masked_alpha_softmax_runs_over_each_edges_own_ops(tmp_path):
+    """StacNAS stage 2: the logged probabilities are the supernet's (softmax over an edge's own ops, 0 for the
+    others) and the raw histogram holds only the searched entries."""
+    space = SearchSpace()
+    alpha = np.random.default_rng(0).normal(size=(14, 8))
+    mask = np.zeros((14, 8), dtype=bool)
+    mask[:, [3, 4, 7]] = True  # sep_conv_3x3, sep_conv_5x5, none
+    with S.SummaryLogger(tmp_path) as logger:
+        logger.architecture(0, {"alpha_normal": alpha}, S.arch_labels(space), masks={"alpha_normal": mask})
+        with pytest.raises(ValueError, match="mask of 'alpha_normal' has shape"):
+            logger.architecture(0, {"alpha_normal": alpha}, S.arch_labels(space), masks={"alpha_normal": mask[:3]})
+    tags = {tag: value for tag, _, _, value in _events(str(tmp_path))}
+    expected = np.exp(alpha[5, [3, 4, 7]]) / np.exp(alpha[5, [3, 4, 7]]).sum()
+    for o, p in zip((3, 4, 7), expected):
+        assert float(tf.make_ndarray(tags[f"alpha/normal/edge5/{space.cell_ops[o]}"].tensor)) == pytest.approx(p)
+    assert float(tf.make_ndarray(tags["alpha/normal/edge5/max_pool_3x3"].tensor)) == 0.0
+    hist = tf.make_ndarray(tags["alpha_raw/normal"].tensor)  # [bucket, (left, right, count)]
+    assert hist[:, 2].sum() == mask.sum()
