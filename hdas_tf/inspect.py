@@ -9,7 +9,8 @@ What is inspected:
   ``aux_params`` and ``macs`` (convolutions and dense layers per image, auxiliary head excluded).
 - ``--supernet=cell`` (the default when no genotype is given): the cell supernet of a search, reporting
   ``params`` (weights) and ``arch_params`` (α scalars). A supernet searches the cells, so it takes no
-  ``--genotype``.
+  ``--genotype``. ``--stacnas=clusters`` (with ``--clusters``) or ``--stacnas=members --edge_clusters=FILE``
+  reports StacNAS's stage-1 or stage-2 supernet, as ``hdas_tf.search`` would build it.
 - ``--dot`` (with ``--genotype``): the genotype's cells and stage DAGs as Graphviz DOT text instead of the
   counts (pipe into ``dot -Tpng -O``); with ``--json`` the counts gain a ``dot`` entry instead.
 
@@ -34,6 +35,10 @@ flags.DEFINE_string("stage_genotype", None, "Stage DAGs (registry name such as H
                     "genotype's cells: the network is then a stage network.")
 flags.DEFINE_enum("layout", "cifar", ["cifar", "imagenet"], "Evaluation network layout (DESIGN §4).")
 flags.DEFINE_enum("cells", "shared", ["shared", "stage_specific"], "Cell α sharing of the cell supernet.")
+flags.DEFINE_enum("stacnas", "off", ["off", "clusters", "members"], "Cell supernet of a StacNAS stage (see "
+                  "hdas_tf.search --help): clusters = stage 1, members = stage 2 (needs --edge_clusters).")
+flags.DEFINE_string("clusters", None, "StacNAS stage 1: a cluster-set file (default clusters otherwise).")
+flags.DEFINE_string("edge_clusters", None, "StacNAS stage 2: the edge_clusters.json of a stage-1 run.")
 flags.DEFINE_integer("init_channels", None, "C. Defaults: supernet 16; chain network 36 (cifar) / 48 (imagenet); "
                      "stage network 36 (cifar) / 39 (imagenet).", lower_bound=1)
 flags.DEFINE_integer("layers", None, "L, cells of a chain network or supernet. Defaults: supernet 8; chain network 20 "
@@ -54,19 +59,27 @@ NETWORK_DEFAULTS = {("chain", "cifar"): (36, 20), ("chain", "imagenet"): (48, 14
 LAYOUT_DEFAULTS = {"cifar": dict(num_classes=10, image_size=32), "imagenet": dict(num_classes=1000, image_size=224)}
 
 
-def supernet_report(cells: str, init_channels: int, layers: int, num_classes: int, image_size: int = 32) -> dict:
-    """Weight parameters and architecture scalars of a cell supernet, built from shapes (no forward pass)."""
+def supernet_report(cells: str, init_channels: int, layers: int, num_classes: int, image_size: int = 32,
+                    stacnas: str = "off", clusters: str | None = None, edge_clusters: str | None = None) -> dict:
+    """Weight parameters and architecture scalars of a cell supernet, built from shapes (no forward pass);
+    the search space is the one ``hdas_tf.search`` builds for the same flags (``search_job.search_space``)."""
     import numpy as np
 
+    from hdas_tf.configs import SearchConfig
     from hdas_tf.networks import ChainSupernet
-    from hdas_tf.search_space import SearchSpace, log10_space_size
+    from hdas_tf.search_job import search_space
+    from hdas_tf.search_space import log10_space_size
 
-    space = SearchSpace(cells=cells, layers=layers, init_channels=init_channels, num_classes=num_classes)
+    cfg = SearchConfig(search="cell", cells=cells, layers=layers, init_channels=init_channels, stacnas=stacnas,
+                       clusters=clusters, edge_clusters=edge_clusters)
+    space = search_space(cfg, num_classes)
     net = ChainSupernet(space)
     net.build((None, image_size, image_size, 3))
     return {
         "supernet": "cell",
         "cells": cells,
+        "stacnas": stacnas,
+        "cell_ops": list(space.cell_ops),
         "init_channels": init_channels,
         "layers": layers,
         "num_classes": num_classes,
@@ -142,6 +155,9 @@ def _mode() -> str:
         if FLAGS.dot:
             raise app.UsageError("--dot draws a genotype: pass --genotype")
         return "supernet"
+    if genotype_given and (FLAGS.stacnas != "off" or FLAGS.clusters or FLAGS.edge_clusters):
+        raise app.UsageError("--stacnas, --clusters and --edge_clusters describe a search supernet, which takes "
+                             "no --genotype")
     if FLAGS.supernet == "none" and not genotype_given:
         raise app.UsageError("--supernet=none reports the evaluation network of --genotype; pass --genotype")
     if not genotype_given:
@@ -167,7 +183,8 @@ def main(argv):
     try:
         if mode == "supernet":
             report = supernet_report(FLAGS.cells, FLAGS.init_channels or 16, FLAGS.layers or 8,
-                                     FLAGS.num_classes or 10, FLAGS.image_size or 32)
+                                     FLAGS.num_classes or 10, FLAGS.image_size or 32, FLAGS.stacnas, FLAGS.clusters,
+                                     FLAGS.edge_clusters)
         else:
             if FLAGS.dot and not FLAGS.json:
                 for text in dot_texts(FLAGS.genotype, FLAGS.stage_genotype).values():

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from absl import app
 from absl.testing import flagsaver
 
 from hdas_tf import inspect as inspect_main
@@ -78,6 +79,29 @@ def test_supernet_mode_is_the_default_without_a_genotype(capsys):
     assert shared["params"] == specific["params"] > 0  # sharing α changes no weight
 
 
+def test_stacnas_supernets_of_both_stages(capsys, tmp_path):
+    """Stage 1 has one op per cluster (+ none); stage 2 holds kernels only for each edge's cluster members."""
+    from hdas_tf.clusters import DEFAULT_CLUSTERS, EdgeClusters
+
+    stage1 = json.loads(_run(capsys, stacnas="clusters", init_channels=2, layers=3, json=True))
+    assert stage1["cell_ops"] == ["max_pool_3x3", "skip_connect", "sep_conv_3x3", "dil_conv_3x3", "none"]
+    assert stage1["arch_params"] == 2 * 14 * 5
+    path = tmp_path / "edge_clusters.json"
+    path.write_text(json.dumps(EdgeClusters(DEFAULT_CLUSTERS, 4, (("normal", ("separable",) * 14),
+                                                                  ("reduce", ("separable",) * 14))).to_dict()))
+    stage2 = json.loads(_run(capsys, stacnas="members", edge_clusters=str(path), init_channels=2, layers=3, json=True))
+    assert stage2["cell_ops"] == ["sep_conv_3x3", "sep_conv_5x5", "none"] and stage2["arch_params"] == 2 * 14 * 3
+    full = json.loads(_run(capsys, init_channels=2, layers=3, json=True))
+    # With every edge separable, stage 2 lacks exactly the full supernet's dilated kernels (dil k: k·k·C + C²
+    # per edge, 14 edges) and the strided skips' FactorizedReduce (8 edges of a reduction cell, 2·C·C/2 each).
+    # L = 3, C = 2: cells at C = 2 (normal), 4 and 8 (reductions).
+    dilated = sum(14 * ((9 * c + c * c) + (25 * c + c * c)) for c in (2, 4, 8))
+    strided_skips = sum(8 * 2 * c * (c // 2) for c in (4, 8))
+    assert full["params"] - stage2["params"] == dilated + strided_skips
+    with pytest.raises(app.UsageError, match="needs edge_clusters"):
+        _run(capsys, stacnas="members", init_channels=2, layers=3, json=True)
+
+
 def test_dot_prints_every_cell_and_stage_dag(capsys):
     text = _run(capsys, genotype="DARTS_V2", stage_genotype="HS_DAS_CIFAR", dot=True)
     assert text.count("digraph") == 5  # normal, reduce, three stage DAGs
@@ -89,6 +113,7 @@ def test_dot_prints_every_cell_and_stage_dag(capsys):
     (dict(stage_genotype="HS_DAS_CIFAR"), "--stage_genotype needs --genotype"),
     (dict(supernet="none"), "pass --genotype"),
     (dict(dot=True), "--dot draws a genotype"),
+    (dict(genotype="DARTS_V2", stacnas="clusters"), "describe a search supernet"),
 ])
 def test_contradictory_flags_are_refused(flags, message):
     from absl import app
