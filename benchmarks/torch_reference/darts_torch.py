@@ -1,0 +1,229 @@
+"""Host calibration for the issue-7 speed goals: two of the PyTorch reference configurations re-written in plain
+PyTorch from hdas_tf's DESIGN §3-5 (not from any published repository), so that hdas_tf and PyTorch can be
+timed on the same host. The goals' reference figures are fixed numbers from one unnamed host, and the hosts
+this project runs on differ by up to 3×.
+
+- ``--config=train``: the DARTS_V2 evaluation network (C=36, L=20, auxiliary head at 0.4, drop path 0.2, pool
+  BN without affine), SGD (momentum 0.9, coupled weight decay 3e-4, clip 5) — the benchmark's ``train`` row.
+  Parameters: 3,349,342 (3,825,768 with the auxiliary head), as ``hdas_tf.inspect`` counts.
+- ``--config=cell_search``: the DARTS cell-search supernet (C=16, L=8, 8 ops per edge, 'none' computed as
+  zeros, non-affine BN), a first-order search step: Adam on α (lr 3e-4, β 0.5/0.999, wd 1e-3) on a
+  validation batch, then the weight step on a training batch of the same size. Weight parameters:
+  1,930,618, as hdas_tf's supernet.
+
+Timed as the issue times the reference: 2 threads, 32×32 inputs, 10 classes, the median of 10 steps after
+3 warm-up steps. Prints one JSON object. Needs ``pip install torch==2.13.0`` (``scripts/torch_reference.sh``).
+"""
+
+import argparse
+import json
+import resource
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+OPS = ["max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3",
+       "dil_conv_5x5", "none"]
+
+
+def bn(c, affine):
+    return nn.BatchNorm2d(c, affine=affine, eps=1e-5, momentum=0.1)
+
+
+class ReLUConvBN(nn.Sequential):
+    def __init__(self, c_in, c_out, affine):
+        super().__init__(nn.ReLU(), nn.Conv2d(c_in, c_out, 1, bias=False), bn(c_out, affine))
+
+
+class FactorizedReduce(nn.Module):
+    def __init__(self, c_in, c_out, affine):
+        super().__init__()
+        self.a = nn.Conv2d(c_in, c_out // 2, 1, stride=2, bias=False)
+        self.b = nn.Conv2d(c_in, c_out // 2, 1, stride=2, bias=False)
+        self.bn = bn(c_out, affine)
+
+    def forward(self, x):
+        x = F.relu(x)
+        return self.bn(torch.cat([self.a(x), self.b(x[:, :, 1:, 1:])], dim=1))
+
+
+class Zero(nn.Module):
+    def __init__(self, stride):
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x):
+        return x.mul(0.0) if self.stride == 1 else x[:, :, ::self.stride, ::self.stride].mul(0.0)
+
+
+def dw_block(c, k, stride, dilation, affine):
+    """ReLU → depthwise k×k (groups = C, as PyTorch code writes it) → 1×1 → BN."""
+    pad = dilation * (k - 1) // 2
+    return [nn.ReLU(), nn.Conv2d(c, c, k, stride, pad, dilation=dilation, groups=c, bias=False),
+            nn.Conv2d(c, c, 1, bias=False), bn(c, affine)]
+
+
+def make_op(name, c, stride, affine):
+    if name == "none":
+        return Zero(stride)
+    if name == "skip_connect":
+        return nn.Identity() if stride == 1 else FactorizedReduce(c, c, affine)
+    if name.startswith("sep_conv"):
+        k = int(name[-1])
+        return nn.Sequential(*dw_block(c, k, stride, 1, affine), *dw_block(c, k, 1, 1, affine))
+    if name.startswith("dil_conv"):
+        return nn.Sequential(*dw_block(c, int(name[-1]), stride, 2, affine))
+    pool = nn.MaxPool2d(3, stride, 1) if name == "max_pool_3x3" else nn.AvgPool2d(3, stride, 1, count_include_pad=False)
+    return nn.Sequential(pool, bn(c, False))  # pool BN without affine (DESIGN §3 `pool_bn`)
+
+
+def drop_path(x, rate):
+    keep = 1.0 - rate
+    return x / keep * torch.empty(x.size(0), 1, 1, 1).bernoulli_(keep)
+
+
+class MixedOp(nn.Module):
+    def __init__(self, c, stride):
+        super().__init__()
+        self.ops = nn.ModuleList(make_op(name, c, stride, False) for name in OPS)
+
+    def forward(self, x, w):
+        return sum(wi * op(x) for wi, op in zip(w, self.ops))
+
+
+class Cell(nn.Module):
+    """A search cell (``nodes=None``: every edge a MixedOp) or a fixed cell of a genotype."""
+
+    def __init__(self, c_pp, c_p, c, reduction, reduction_prev, nodes=None, concat=(2, 3, 4, 5)):
+        super().__init__()
+        affine = nodes is not None
+        self.pre0 = FactorizedReduce(c_pp, c, affine) if reduction_prev else ReLUConvBN(c_pp, c, affine)
+        self.pre1 = ReLUConvBN(c_p, c, affine)
+        self.nodes, self.concat = nodes, list(concat)
+        if nodes is None:
+            self.edges = nn.ModuleList(MixedOp(c, 2 if reduction and j < 2 else 1) for i in range(4) for j in range(i + 2))
+        else:
+            self.edges = nn.ModuleList(make_op(op, c, 2 if reduction and src < 2 else 1, True)
+                                       for node in nodes for op, src in node)
+
+    def forward(self, s0, s1, weights=None, rate=0.0):
+        states = [self.pre0(s0), self.pre1(s1)]
+        if self.nodes is None:
+            k = 0
+            for _ in range(4):
+                states.append(sum(self.edges[k + j](h, weights[k + j]) for j, h in enumerate(states)))
+                k += len(states) - 1
+            return torch.cat(states[2:], dim=1)
+        k = 0
+        for node in self.nodes:
+            total = 0
+            for _, src in node:
+                h = self.edges[k](states[src])
+                if rate > 0 and not isinstance(self.edges[k], nn.Identity):
+                    h = drop_path(h, rate)
+                total, k = total + h, k + 1
+            states.append(total)
+        return torch.cat([states[i] for i in self.concat], dim=1)
+
+
+class Network(nn.Module):
+    """The chain layout (DESIGN §4): stem 3×3 conv to 3C + BN, L cells with reductions at L/3 and 2L/3, GAP,
+    dense; with a genotype an evaluation network with the auxiliary head after cell 2L/3, else a supernet."""
+
+    def __init__(self, c, layers, classes=10, genotype=None):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 3 * c, 3, padding=1, bias=False), bn(3 * c, True))
+        c_pp = c_p = 3 * c
+        c_curr, reduction_prev = c, False
+        self.cells, self.reductions, self.aux_index = nn.ModuleList(), [], 2 * layers // 3
+        for i in range(layers):
+            reduction = i in (layers // 3, 2 * layers // 3)
+            c_curr *= 2 if reduction else 1
+            g = None if genotype is None else genotype["cells"]["reduce" if reduction else "normal"]
+            cell = Cell(c_pp, c_p, c_curr, reduction, reduction_prev, *(() if g is None else (g["nodes"], g["concat"])))
+            self.cells.append(cell)
+            self.reductions.append(reduction)
+            c_pp, c_p, reduction_prev = c_p, len(cell.concat) * c_curr, reduction
+            if i == self.aux_index:
+                c_aux = c_p
+        self.classifier = nn.Linear(c_p, classes)
+        if genotype is None:
+            self.alpha_normal = nn.Parameter(1e-3 * torch.randn(14, len(OPS)))
+            self.alpha_reduce = nn.Parameter(1e-3 * torch.randn(14, len(OPS)))
+            self.aux = None
+        else:
+            self.aux = nn.Sequential(nn.ReLU(), nn.AvgPool2d(5, 3, 0, count_include_pad=False),
+                                     nn.Conv2d(c_aux, 128, 1, bias=False), bn(128, True), nn.ReLU(),
+                                     nn.Conv2d(128, 768, 2, bias=False), bn(768, True), nn.ReLU(), nn.Flatten(),
+                                     nn.Linear(768, classes))
+
+    def weights(self, aux=True):
+        return [p for n, p in self.named_parameters() if not n.startswith("alpha_") and (aux or not n.startswith("aux."))]
+
+    def forward(self, x, rate=0.0):
+        if self.aux is None:
+            wn, wr = F.softmax(self.alpha_normal, dim=-1), F.softmax(self.alpha_reduce, dim=-1)
+        s0 = s1 = self.stem(x)
+        aux = None
+        for i, (cell, reduction) in enumerate(zip(self.cells, self.reductions)):
+            s0, s1 = s1, cell(s0, s1, None if self.aux is not None else (wr if reduction else wn), rate)
+            if self.aux is not None and i == self.aux_index:
+                aux = self.aux(s1)
+        return self.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1)), aux
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--config", choices=["train", "cell_search"], required=True)
+    p.add_argument("--genotype", help="train: a hdas_tf genotype JSON file (DARTS_V2)")
+    p.add_argument("--batch", type=int, default=None, help="defaults: train 32, cell_search 16")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    train = args.config == "train"
+    batch = args.batch or (32 if train else 16)
+    t0 = time.perf_counter()
+    if train:
+        with open(args.genotype) as f:
+            net = Network(36, 20, genotype=json.load(f))
+    else:
+        net = Network(16, 8)
+    net.train()
+    w_opt = torch.optim.SGD(net.weights(), lr=0.025, momentum=0.9, weight_decay=3e-4)
+    if not train:
+        a_opt = torch.optim.Adam([net.alpha_normal, net.alpha_reduce], lr=3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
+    xt, yt = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
+    xv, yv = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
+    times = []
+    for step in range(1 + args.warmup + args.steps):
+        t = time.perf_counter()
+        if not train:  # first order: ∇α L_val(w, α), then the weight step
+            a_opt.zero_grad(set_to_none=True)
+            F.cross_entropy(net(xv)[0], yv).backward()
+            a_opt.step()
+        w_opt.zero_grad(set_to_none=True)
+        logits, aux = net(xt, 0.2 if train else 0.0)
+        loss = F.cross_entropy(logits, yt) + (0.4 * F.cross_entropy(aux, yt) if train else 0.0)
+        loss.backward()
+        nn.utils.clip_grad_norm_(net.weights(), 5.0)
+        w_opt.step()
+        times.append(time.perf_counter() - t)
+        if step == 0:
+            first = time.perf_counter() - t0
+    timed = times[1 + args.warmup:]
+    median = statistics.median(timed)
+    print(json.dumps({"config": args.config, "batch": batch, "torch": torch.__version__,
+                      "threads": torch.get_num_threads(), "params": sum(p.numel() for p in net.weights(aux=False)),
+                      "params_with_aux": sum(p.numel() for p in net.weights()), "step_s_median": median,
+                      "img_per_s": batch / median, "first_step_s": first, "steps_s": timed,
+                      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Host calibration for the speed goals (BUILD_NOTES "Speed", "Host calibration"): times plain-PyTorch versions
+# of two reference configurations (benchmarks/torch_reference/darts_torch.py) on this host, so that hdas_tf's
+# benchmark rows can be compared with PyTorch on the same machine. Creates .venv-torch with torch==2.13.0 (the
+# CPU build the issue's reference figures used; no download where its wheel is on disk), then prints one JSON
+# line per configuration.
+# Usage: bash scripts/torch_reference.sh [extra flags, e.g. --steps=5]
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${TORCH_VENV:-$ROOT/.venv-torch}"
+if [ ! -x "$VENV/bin/python" ]; then
+  "${PYTHON:-python3}" -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check torch==2.13.0 numpy
+source "$ROOT/scripts/setup_env.sh"  # for the genotype file: hdas_tf writes DARTS_V2 as JSON
+GENOTYPE="$(mktemp --suffix=.json)"
+trap 'rm -f "$GENOTYPE"' EXIT
+python -c "from hdas_tf.genotypes import REGISTRY; open('$GENOTYPE', 'w').write(REGISTRY['DARTS_V2'].to_json())"
+"$VENV/bin/python" "$ROOT/benchmarks/torch_reference/darts_torch.py" --config=train --genotype="$GENOTYPE" "$@"
+"$VENV/bin/python" "$ROOT/benchmarks/torch_reference/darts_torch.py" --config=cell_search --batch=16 "$@"
+"$VENV/bin/python" "$ROOT/benchmarks/torch_reference/darts_torch.py" --config=cell_search --batch=64 "$@"
