@@ -20,3 +20,5 @@ python -c "from hdas_tf.genotypes import REGISTRY; open('$GENOTYPE', 'w').write(
 "$VENV/bin/python" "$ROOT/benchmarks/torch_reference/darts_torch.py" --config=cell_search --batch=16 "$@"
 "$VENV/bin/python" "$ROOT/benchmarks/torch_reference/darts_torch.py" --config=cell_search --batch=64 "$@"
 "$VENV/bin/python" "$ROOT/benchmarks/torch_reference/darts_torch.py" --config=cell_search --order=2 --batch=16 "$@"
+"$VENV/bin/python" "$ROOT/benchmarks/torch_reference/darts_torch.py" --config=stage_search --genotype="$GENOTYPE" --batch=16 "$@"
+"$VENV/bin/python" "$ROOT/benchmarks/torch_reference/darts_torch.py" --config=stage_search --genotype="$GENOTYPE" --batch=64 "$@"

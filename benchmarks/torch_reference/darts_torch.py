@@ -1,4 +1,4 @@
-"""Host calibration for the issue-7 speed goals: three of the PyTorch reference configurations re-written in plain
+"""Host calibration for the issue-7 speed goals: four of the PyTorch reference configurations re-written in plain
 PyTorch from hdas_tf's DESIGN §3-5 (not from any published repository), so that hdas_tf and PyTorch can be
 timed on the same host. The goals' reference figures are fixed numbers from one unnamed host, and the hosts
 this project runs on differ by up to 3×.
@@ -14,6 +14,14 @@ this project runs on differ by up to 3×.
   (∇α L_train(w⁺) − ∇α L_train(w⁻)) / 2ε, w± = w ± ε∇w' L_val, ε = 0.01 / ‖∇w' L_val‖ (ξ = the weight
   learning rate). The virtual weights are used through ``torch.func.functional_call`` instead of a copied
   network, which, if anything, makes this faster than code that builds a copy every step.
+
+- ``--config=stage_search``: the H^s-DAS stage supernet (DESIGN §4 "Stage network"): DARTS_V2 cells (affine),
+  C=16, stages of 6-6-6, window 3, stem 4C; states 0 and 1 of a stage are non-affine 1×1 ReLUConvBN
+  projections of its input to 4·C_s; cell j reads the sum of mixed stage edges (max/avg pool + non-affine BN,
+  skip, 'none' as zeros) from the last min(3, j+2) states as both its inputs; stage output = concat of the
+  last two cells; the reduction cells read the stage output as both inputs. First-order search step as
+  for ``cell_search`` (no depth or complexity loss: they are a few scalar ops). Weight parameters:
+  917,226, as hdas_tf's ``StageSupernet``; α [17, 4] per stage.
 
 Timed as the issue times the reference: 2 threads, 32×32 inputs, 10 classes, the median of 10 steps after
 3 warm-up steps. Prints one JSON object. Needs ``pip install torch==2.13.0`` (``scripts/torch_reference.sh``).
@@ -210,10 +218,76 @@ def second_order_alpha_grad(net, w_opt, xt, yt, xv, yv, lr, momentum, wd):
             a.grad = da - lr * (hp - hm) / (2 * eps)
 
 
+STAGE_OPS = ["max_pool_3x3", "avg_pool_3x3", "skip_connect", "none"]
+
+
+class StageEdge(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.ops = nn.ModuleList(make_op(name, c, 1, False) for name in STAGE_OPS)
+
+    def forward(self, x, w):
+        return sum(wi * op(x) for wi, op in zip(w, self.ops))
+
+
+class SearchStage(nn.Module):
+    def __init__(self, c_in, c, cell, n_cells=6, window=3):
+        super().__init__()
+        width = len(cell["concat"]) * c
+        self.proj = nn.ModuleList(ReLUConvBN(c_in, width, False) for _ in range(2))
+        self.sources = [min(window, j + 2) for j in range(n_cells)]
+        self.edges = nn.ModuleList(StageEdge(width) for n in self.sources for _ in range(n))
+        self.cells = nn.ModuleList(Cell(width, width, c, False, False, cell["nodes"], cell["concat"])
+                                   for _ in range(n_cells))
+        self.out_channels = 2 * width
+
+    def forward(self, x, w):
+        states = [p(x) for p in self.proj]
+        k = 0
+        for cell, n in zip(self.cells, self.sources):
+            h = sum(self.edges[k + e](states[-n + e], w[k + e]) for e in range(n))
+            k += n
+            states.append(cell(h, h))
+        return torch.cat(states[-2:], dim=1)
+
+
+class StageSupernet(nn.Module):
+    def __init__(self, genotype, c=16, classes=10, lengths=(6, 6, 6)):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 4 * c, 3, padding=1, bias=False), bn(4 * c, True))
+        self.stages, self.reductions = nn.ModuleList(), nn.ModuleList()
+        c_in = 4 * c
+        normal, reduce = genotype["cells"]["normal"], genotype["cells"]["reduce"]
+        for s in range(3):
+            stage = SearchStage(c_in, c * 2 ** s, normal, lengths[s])
+            self.stages.append(stage)
+            c_in = stage.out_channels
+            if s < 2:
+                self.reductions.append(Cell(c_in, c_in, c * 2 ** (s + 1), True, False, reduce["nodes"], reduce["concat"]))
+                c_in = len(reduce["concat"]) * c * 2 ** (s + 1)
+        self.classifier = nn.Linear(c_in, classes)
+        self.alphas = nn.ParameterList(nn.Parameter(1e-3 * torch.randn(len(stage.edges), len(STAGE_OPS)))
+                                       for stage in self.stages)
+
+    def weights(self, aux=True):
+        return [p for n, p in self.named_parameters() if not n.startswith("alphas.")]
+
+    def arch(self):
+        return list(self.alphas)
+
+    def forward(self, x, rate=0.0):
+        h = self.stem(x)
+        for s, stage in enumerate(self.stages):
+            h = stage(h, F.softmax(self.alphas[s], dim=-1))
+            if s < 2:
+                h = self.reductions[s](h, h)
+        return self.classifier(F.adaptive_avg_pool2d(h, 1).flatten(1)), None
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--config", choices=["train", "cell_search"], required=True)
-    p.add_argument("--genotype", help="train: a hdas_tf genotype JSON file (DARTS_V2)")
+    p.add_argument("--config", choices=["train", "cell_search", "stage_search"], required=True)
+    p.add_argument("--genotype", help="train, stage_search: a hdas_tf genotype JSON file (DARTS_V2)")
     p.add_argument("--batch", type=int, default=None, help="defaults: train 32, cell_search 16")
     p.add_argument("--order", type=int, choices=[1, 2], default=1, help="cell_search: architecture gradient order")
     p.add_argument("--steps", type=int, default=10)
@@ -225,15 +299,17 @@ def main():
     train = args.config == "train"
     batch = args.batch or (32 if train else 16)
     t0 = time.perf_counter()
-    if train:
-        with open(args.genotype) as f:
-            net = Network(36, 20, genotype=json.load(f))
-    else:
+    if args.config == "cell_search":
         net = Network(16, 8)
+    else:
+        with open(args.genotype) as f:
+            genotype = json.load(f)
+        net = Network(36, 20, genotype=genotype) if train else StageSupernet(genotype)
     net.train()
     w_opt = torch.optim.SGD(net.weights(), lr=0.025, momentum=0.9, weight_decay=3e-4)
     if not train:
-        a_opt = torch.optim.Adam([net.alpha_normal, net.alpha_reduce], lr=3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
+        arch = net.arch() if args.config == "stage_search" else [net.alpha_normal, net.alpha_reduce]
+        a_opt = torch.optim.Adam(arch, lr=3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
     xt, yt = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
     xv, yv = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
     times = []
@@ -244,6 +320,8 @@ def main():
             F.cross_entropy(net(xv)[0], yv).backward()
             a_opt.step()
         elif not train:
+            if args.config != "cell_search":
+                raise SystemExit("--order=2 is built for cell_search only")
             a_opt.zero_grad(set_to_none=True)
             second_order_alpha_grad(net, w_opt, xt, yt, xv, yv, lr=0.025, momentum=0.9, wd=3e-4)
             a_opt.step()
