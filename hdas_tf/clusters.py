@@ -21,6 +21,7 @@ import os
 
 import numpy as np
 
+from hdas_tf.genotypes import alpha_matrix
 from hdas_tf.ops import CELL_OPS
 
 CLUSTERS_FORMAT = "hdas_tf.clusters/1"
@@ -223,14 +224,10 @@ def derive_edge_clusters(arch: dict, clusters, op_names, groups, steps: int = 4)
                          f"{list(representative_ops(clusters))}")
     by_rep = {c.representative: c.name for c in clusters}
     columns = [o for o, name in enumerate(op_names) if name != "none"]
+    shape = (sum(i + 2 for i in range(steps)), len(op_names))
     cells = []
     for g in groups:
-        a = np.asarray(arch[f"alpha_{g}"], dtype=np.float64)
-        edges = sum(i + 2 for i in range(steps))
-        if a.shape != (edges, len(op_names)):
-            raise ValueError(f"alpha_{g}: expected shape {(edges, len(op_names))}, got {a.shape}")
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"alpha_{g}: contains non-finite values")
+        a = alpha_matrix(arch[f"alpha_{g}"], shape, f"alpha_{g}")
         best = [columns[int(np.argmax(row[columns]))] for row in a]
         cells.append((g, tuple(by_rep[op_names[o]] for o in best)))
     return EdgeClusters(clusters, steps, tuple(cells))

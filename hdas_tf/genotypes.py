@@ -803,7 +803,8 @@ def _check_parse_args(op_names, k, ranking) -> None:
         raise ValueError(f"ranking must be 'softmax' or 'logit', got {ranking!r}")
 
 
-def _alpha_matrix(alphas, shape: tuple, where: str) -> np.ndarray:
+def alpha_matrix(alphas, shape: tuple, where: str) -> np.ndarray:
+    """``alphas`` as a float64 array of ``shape``, finite; errors name ``where``."""
     try:
         a = np.asarray(alphas, dtype=np.float64)
     except (TypeError, ValueError) as e:
@@ -860,7 +861,7 @@ def parse_cell_alphas(
     if not _is_int(steps) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     n_edges = sum(i + 2 for i in range(steps))
-    a = _alpha_matrix(alphas, (n_edges, len(op_names)), "cell alphas")
+    a = alpha_matrix(alphas, (n_edges, len(op_names)), "cell alphas")
     if op_mask is not None:
         mask = np.asarray(op_mask, dtype=bool)
         if mask.shape != a.shape:
@@ -907,7 +908,7 @@ def parse_stage_alphas(
     cells = []
     for j, alphas in enumerate(alphas_per_cell):
         rows = min(window, j + 2)
-        a = _alpha_matrix(alphas, (rows, len(op_names)), f"stage alphas cell {j}")
+        a = alpha_matrix(alphas, (rows, len(op_names)), f"stage alphas cell {j}")
         first = j + 2 - rows  # the oldest state in cell j's window
         cells.append(_top_edges(a, range(first, j + 2), op_names, k, ranking))
     n = len(cells)
