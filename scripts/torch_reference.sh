@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Host calibration for the speed goals (BUILD_NOTES "Speed", "Host calibration"): times plain-PyTorch versions
-# of two reference configurations (benchmarks/torch_reference/darts_torch.py) on this host, so that hdas_tf's
+# of the reference configurations (benchmarks/torch_reference/darts_torch.py) on this host, so that hdas_tf's
 # benchmark rows can be compared with PyTorch on the same machine. Creates .venv-torch with torch==2.13.0 (the
 # CPU build the issue's reference figures used; no download where its wheel is on disk), then prints one JSON
 # line per configuration.
@@ -20,5 +20,8 @@ python -c "from hdas_tf.genotypes import REGISTRY; open('$GENOTYPE', 'w').write(
 "$VENV/bin/python" "$ROOT/benchmarks/torch_reference/darts_torch.py" --config=cell_search --batch=16 "$@"
 "$VENV/bin/python" "$ROOT/benchmarks/torch_reference/darts_torch.py" --config=cell_search --batch=64 "$@"
 "$VENV/bin/python" "$ROOT/benchmarks/torch_reference/darts_torch.py" --config=cell_search --order=2 --batch=16 "$@"
+"$VENV/bin/python" "$ROOT/benchmarks/torch_reference/darts_torch.py" --config=cell_search --cells=stage_specific --batch=64 "$@"
 "$VENV/bin/python" "$ROOT/benchmarks/torch_reference/darts_torch.py" --config=stage_search --genotype="$GENOTYPE" --batch=16 "$@"
 "$VENV/bin/python" "$ROOT/benchmarks/torch_reference/darts_torch.py" --config=stage_search --genotype="$GENOTYPE" --batch=64 "$@"
+"$VENV/bin/python" "$ROOT/benchmarks/torch_reference/darts_torch.py" --config=stage_search --genotype="$GENOTYPE" --order=2 --batch=16 "$@"
+"$VENV/bin/python" "$ROOT/benchmarks/torch_reference/darts_torch.py" --config=distribution_search --genotype="$GENOTYPE" --max_cells=6 --batch=64 "$@"

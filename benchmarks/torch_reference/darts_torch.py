@@ -1,5 +1,5 @@
-"""Host calibration for the issue-7 speed goals: four of the PyTorch reference configurations re-written in plain
-PyTorch from hdas_tf's DESIGN §3-5 (not from any published repository), so that hdas_tf and PyTorch can be
+"""Host calibration for the issue-7 speed goals: the networks of the PyTorch reference configurations re-written in
+plain PyTorch from hdas_tf's DESIGN §3-5 (not from any published repository), so that hdas_tf and PyTorch can be
 timed on the same host. The goals' reference figures are fixed numbers from one unnamed host, and the hosts
 this project runs on differ by up to 3×.
 
@@ -14,14 +14,22 @@ this project runs on differ by up to 3×.
   (∇α L_train(w⁺) − ∇α L_train(w⁻)) / 2ε, w± = w ± ε∇w' L_val, ε = 0.01 / ‖∇w' L_val‖ (ξ = the weight
   learning rate). The virtual weights are used through ``torch.func.functional_call`` instead of a copied
   network, which, if anything, makes this faster than code that builds a copy every step.
+  ``--cells=stage_specific``: the H^c-DAS cell supernet, the same cells with 5 α groups (normal1, reduce1,
+  normal2, reduce2, normal3; DESIGN §4).
 
 - ``--config=stage_search``: the H^s-DAS stage supernet (DESIGN §4 "Stage network"): DARTS_V2 cells (affine),
   C=16, stages of 6-6-6, window 3, stem 4C; states 0 and 1 of a stage are non-affine 1×1 ReLUConvBN
   projections of its input to 4·C_s; cell j reads the sum of mixed stage edges (max/avg pool + non-affine BN,
   skip, 'none' as zeros) from the last min(3, j+2) states as both its inputs; stage output = concat of the
   last two cells; the reduction cells read the stage output as both inputs. First-order search step as
-  for ``cell_search`` (no depth or complexity loss: they are a few scalar ops). Weight parameters:
-  917,226, as hdas_tf's ``StageSupernet``; α [17, 4] per stage.
+  for ``cell_search`` (no depth or complexity loss: they are a few scalar ops), or second order with
+  ``--order=2`` as for ``cell_search``. Weight parameters: 917,226, as hdas_tf's ``StageSupernet``; α [17, 4]
+  per stage.
+- ``--config=distribution_search``: the cell-distribution supernet (DESIGN §4 "Cell-distribution search"):
+  the stage supernet with ``--max_cells`` cells per stage (default 6, L=20) whose stage output is
+  Σ_n softmax(β)_n · concat(cell n−2, cell n−1) over n ∈ [``--min_cells``, ``--max_cells``]; β is searched
+  with α. The depth and complexity losses are left out as above. Weight parameters: 917,226 (6 cells) and
+  1,149,514 (8 cells, L=26), as hdas_tf's; β has n_max − n_min + 1 entries per stage.
 
 Timed as the issue times the reference: 2 threads, 32×32 inputs, 10 classes, the median of 10 steps after
 3 warm-up steps. Prints one JSON object. Needs ``pip install torch==2.13.0`` (``scripts/torch_reference.sh``).
@@ -146,7 +154,7 @@ class Network(nn.Module):
     """The chain layout (DESIGN §4): stem 3×3 conv to 3C + BN, L cells with reductions at L/3 and 2L/3, GAP,
     dense; with a genotype an evaluation network with the auxiliary head after cell 2L/3, else a supernet."""
 
-    def __init__(self, c, layers, classes=10, genotype=None):
+    def __init__(self, c, layers, classes=10, genotype=None, stage_specific=False):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, 3 * c, 3, padding=1, bias=False), bn(3 * c, True))
         c_pp = c_p = 3 * c
@@ -164,8 +172,14 @@ class Network(nn.Module):
                 c_aux = c_p
         self.classifier = nn.Linear(c_p, classes)
         if genotype is None:
-            self.alpha_normal = nn.Parameter(1e-3 * torch.randn(14, len(OPS)))
-            self.alpha_reduce = nn.Parameter(1e-3 * torch.randn(14, len(OPS)))
+            # DARTS: one α per cell type. H^c-DAS (DESIGN §4): normal1, reduce1, normal2, reduce2, normal3 — the
+            # group of cell i is the number of reductions before it, plus one for a reduction cell itself.
+            groups = 5 if stage_specific else 2
+            self.alphas = nn.ParameterList(nn.Parameter(1e-3 * torch.randn(14, len(OPS))) for _ in range(groups))
+            if stage_specific:
+                self.groups = [2 * sum(r for r in self.reductions[:i]) + r for i, r in enumerate(self.reductions)]
+            else:
+                self.groups = [int(r) for r in self.reductions]
             self.aux = None
         else:
             self.aux = nn.Sequential(nn.ReLU(), nn.AvgPool2d(5, 3, 0, count_include_pad=False),
@@ -174,15 +188,18 @@ class Network(nn.Module):
                                      nn.Linear(768, classes))
 
     def weights(self, aux=True):
-        return [p for n, p in self.named_parameters() if not n.startswith("alpha_") and (aux or not n.startswith("aux."))]
+        return [p for n, p in self.named_parameters() if not n.startswith("alphas.") and (aux or not n.startswith("aux."))]
+
+    def arch(self):
+        return list(self.alphas)
 
     def forward(self, x, rate=0.0):
         if self.aux is None:
-            wn, wr = F.softmax(self.alpha_normal, dim=-1), F.softmax(self.alpha_reduce, dim=-1)
+            w = [F.softmax(a, dim=-1) for a in self.alphas]
         s0 = s1 = self.stem(x)
         aux = None
-        for i, (cell, reduction) in enumerate(zip(self.cells, self.reductions)):
-            s0, s1 = s1, cell(s0, s1, None if self.aux is not None else (wr if reduction else wn), rate)
+        for i, cell in enumerate(self.cells):
+            s0, s1 = s1, cell(s0, s1, None if self.aux is not None else w[self.groups[i]], rate)
             if self.aux is not None and i == self.aux_index:
                 aux = self.aux(s1)
         return self.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1)), aux
@@ -190,9 +207,10 @@ class Network(nn.Module):
 
 def second_order_alpha_grad(net, w_opt, xt, yt, xv, yv, lr, momentum, wd):
     """Sets α.grad to DARTS Eq. 7-8 (see the module docstring)."""
-    names = [n for n, _ in net.named_parameters() if not n.startswith("alpha_")]
-    weights = net.weights()
-    alphas = [net.alpha_normal, net.alpha_reduce]
+    alphas = net.arch()
+    arch_ids = {id(a) for a in alphas}
+    named = [(n, p) for n, p in net.named_parameters() if id(p) not in arch_ids]
+    names, weights = [n for n, _ in named], [p for _, p in named]
     grads = torch.autograd.grad(F.cross_entropy(net(xt)[0], yt), weights)
     with torch.no_grad():
         virtual = []
@@ -200,10 +218,10 @@ def second_order_alpha_grad(net, w_opt, xt, yt, xv, yv, lr, momentum, wd):
             buf = w_opt.state.get(w, {}).get("momentum_buffer")
             step = g + wd * w + (momentum * buf if buf is not None else 0.0)
             virtual.append((w - lr * step).requires_grad_())
-    params = dict(zip(names, virtual)) | {"alpha_normal": alphas[0], "alpha_reduce": alphas[1]}
-    val_loss = F.cross_entropy(functional_call(net, params, (xv,))[0], yv)
+    # α stays the module's own parameter: functional_call replaces only the named weights.
+    val_loss = F.cross_entropy(functional_call(net, dict(zip(names, virtual)), (xv,))[0], yv)
     both = torch.autograd.grad(val_loss, alphas + virtual)  # one backward pass for ∇α and ∇w' of L_val
-    d_alpha, d_w = both[:2], both[2:]
+    d_alpha, d_w = both[:len(alphas)], both[len(alphas):]
     eps = 0.01 / torch.sqrt(sum((g * g).sum() for g in d_w))
     hessian = []
     for sign in (1.0, -1.0):
@@ -231,8 +249,10 @@ class StageEdge(nn.Module):
 
 
 class SearchStage(nn.Module):
-    def __init__(self, c_in, c, cell, n_cells=6, window=3):
+    def __init__(self, c_in, c, cell, n_cells=6, window=3, min_cells=None):
         super().__init__()
+        # Cell-distribution search (DESIGN §4): candidate length n in [min_cells, n_cells] ends at cells n-2, n-1.
+        self.lengths = [] if min_cells is None else list(range(min_cells, n_cells + 1))
         width = len(cell["concat"]) * c
         self.proj = nn.ModuleList(ReLUConvBN(c_in, width, False) for _ in range(2))
         self.sources = [min(window, j + 2) for j in range(n_cells)]
@@ -241,25 +261,28 @@ class SearchStage(nn.Module):
                                    for _ in range(n_cells))
         self.out_channels = 2 * width
 
-    def forward(self, x, w):
+    def forward(self, x, w, b=None):
         states = [p(x) for p in self.proj]
         k = 0
         for cell, n in zip(self.cells, self.sources):
             h = sum(self.edges[k + e](states[-n + e], w[k + e]) for e in range(n))
             k += n
             states.append(cell(h, h))
-        return torch.cat(states[-2:], dim=1)
+        if b is None:
+            return torch.cat(states[-2:], dim=1)
+        # Σ_n softmax(β)_n · concat(cell n-2, cell n-1); cell k is state k + 2.
+        return sum(bi * torch.cat(states[n:n + 2], dim=1) for bi, n in zip(b, self.lengths))
 
 
 class StageSupernet(nn.Module):
-    def __init__(self, genotype, c=16, classes=10, lengths=(6, 6, 6)):
+    def __init__(self, genotype, c=16, classes=10, lengths=(6, 6, 6), min_cells=None):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, 4 * c, 3, padding=1, bias=False), bn(4 * c, True))
         self.stages, self.reductions = nn.ModuleList(), nn.ModuleList()
         c_in = 4 * c
         normal, reduce = genotype["cells"]["normal"], genotype["cells"]["reduce"]
         for s in range(3):
-            stage = SearchStage(c_in, c * 2 ** s, normal, lengths[s])
+            stage = SearchStage(c_in, c * 2 ** s, normal, lengths[s], min_cells=min_cells)
             self.stages.append(stage)
             c_in = stage.out_channels
             if s < 2:
@@ -268,17 +291,19 @@ class StageSupernet(nn.Module):
         self.classifier = nn.Linear(c_in, classes)
         self.alphas = nn.ParameterList(nn.Parameter(1e-3 * torch.randn(len(stage.edges), len(STAGE_OPS)))
                                        for stage in self.stages)
+        self.betas = nn.ParameterList(nn.Parameter(1e-3 * torch.randn(len(stage.lengths)))
+                                      for stage in self.stages if stage.lengths)
 
     def weights(self, aux=True):
-        return [p for n, p in self.named_parameters() if not n.startswith("alphas.")]
+        return [p for n, p in self.named_parameters() if not n.startswith(("alphas.", "betas."))]
 
     def arch(self):
-        return list(self.alphas)
+        return list(self.alphas) + list(self.betas)
 
     def forward(self, x, rate=0.0):
         h = self.stem(x)
         for s, stage in enumerate(self.stages):
-            h = stage(h, F.softmax(self.alphas[s], dim=-1))
+            h = stage(h, F.softmax(self.alphas[s], dim=-1), F.softmax(self.betas[s], dim=-1) if self.betas else None)
             if s < 2:
                 h = self.reductions[s](h, h)
         return self.classifier(F.adaptive_avg_pool2d(h, 1).flatten(1)), None
@@ -286,10 +311,14 @@ class StageSupernet(nn.Module):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--config", choices=["train", "cell_search", "stage_search"], required=True)
-    p.add_argument("--genotype", help="train, stage_search: a hdas_tf genotype JSON file (DARTS_V2)")
+    p.add_argument("--config", choices=["train", "cell_search", "stage_search", "distribution_search"], required=True)
+    p.add_argument("--genotype", help="train, stage and distribution search: a hdas_tf genotype JSON file (DARTS_V2)")
+    p.add_argument("--max_cells", type=int, default=6, help="distribution_search: cells per stage")
+    p.add_argument("--min_cells", type=int, default=4, help="distribution_search: shortest candidate stage")
     p.add_argument("--batch", type=int, default=None, help="defaults: train 32, cell_search 16")
-    p.add_argument("--order", type=int, choices=[1, 2], default=1, help="cell_search: architecture gradient order")
+    p.add_argument("--order", type=int, choices=[1, 2], default=1, help="search configurations: architecture gradient order")
+    p.add_argument("--cells", choices=["shared", "stage_specific"], default="shared",
+                   help="cell_search: one α per cell type (DARTS) or per stage (H^c-DAS, 5 α groups)")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
@@ -300,16 +329,22 @@ def main():
     batch = args.batch or (32 if train else 16)
     t0 = time.perf_counter()
     if args.config == "cell_search":
-        net = Network(16, 8)
+        net = Network(16, 8, stage_specific=args.cells == "stage_specific")
     else:
         with open(args.genotype) as f:
             genotype = json.load(f)
-        net = Network(36, 20, genotype=genotype) if train else StageSupernet(genotype)
+        if train:
+            net = Network(36, 20, genotype=genotype)
+        elif args.config == "stage_search":
+            net = StageSupernet(genotype)
+        else:
+            if not 2 <= args.min_cells <= args.max_cells:
+                raise SystemExit(f"--min_cells={args.min_cells} must be in [2, --max_cells={args.max_cells}]")
+            net = StageSupernet(genotype, lengths=(args.max_cells,) * 3, min_cells=args.min_cells)
     net.train()
     w_opt = torch.optim.SGD(net.weights(), lr=0.025, momentum=0.9, weight_decay=3e-4)
     if not train:
-        arch = net.arch() if args.config == "stage_search" else [net.alpha_normal, net.alpha_reduce]
-        a_opt = torch.optim.Adam(arch, lr=3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
+        a_opt = torch.optim.Adam(net.arch(), lr=3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
     xt, yt = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
     xv, yv = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
     times = []
@@ -320,8 +355,6 @@ def main():
             F.cross_entropy(net(xv)[0], yv).backward()
             a_opt.step()
         elif not train:
-            if args.config != "cell_search":
-                raise SystemExit("--order=2 is built for cell_search only")
             a_opt.zero_grad(set_to_none=True)
             second_order_alpha_grad(net, w_opt, xt, yt, xv, yv, lr=0.025, momentum=0.9, wd=3e-4)
             a_opt.step()
