@@ -524,6 +524,9 @@ def run_benchmark(spec: BenchmarkSpec) -> dict:
 
     result["threads"] = {"inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
                          "intra_op": tf.config.threading.get_intra_op_parallelism_threads()}
+    from hdas_tf import cpu_kernels
+
+    result["kernels"] = cpu_kernels.in_use()  # hdas_tf's CPU kernels or TF's (HDAS_TF_KERNELS)
     result["machine"] = machine_facts()
     result["code_version"] = code_version()
     result["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

@@ -56,6 +56,8 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
+from hdas_tf import primitives as P
+
 EXPORT_FORMAT = "hdas_tf.export/1"
 DATA_INFO_FORMAT = "hdas_tf.data_info/1"
 DATA_INFO_FILE = "data_info.json"
@@ -443,7 +445,9 @@ def export_model(model, spec: ServingSpec, export_dir: str, version: int = 1, *,
     # Hidden and not an integer: TF Serving never takes it for a version.
     tmp = tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=export_dir)
     try:
-        _write_savedmodel(model, spec, tmp, resize, tflite, source)
+        # TF's own depthwise kernels in the exported graphs: TF Serving and TFLite know no hdas_tf ops.
+        with P.options(native_kernels=True):
+            _write_savedmodel(model, spec, tmp, resize, tflite, source)
         _check_free(target, overwrite)
         if os.path.lexists(target):
             old = tempfile.mkdtemp(prefix=f".old-{version}-", dir=export_dir)

@@ -34,6 +34,8 @@ import threading
 import tensorflow as tf
 from tensorflow.python.eager import record
 
+from hdas_tf import cpu_kernels
+
 _OPTIONS = threading.local()
 
 
@@ -42,14 +44,16 @@ def _option(name: str, default: bool) -> bool:
 
 
 @contextlib.contextmanager
-def options(recompute: bool | None = None, weight_gradients: bool | None = None):
-    """Trace-time options of the blocks built inside the context (see the module docstring)."""
-    saved = {k: getattr(_OPTIONS, k, None) for k in ("recompute", "weight_gradients")}
+def options(recompute: bool | None = None, weight_gradients: bool | None = None, native_kernels: bool | None = None):
+    """Trace-time options of the blocks built inside the context (see the module docstring).
+    ``native_kernels``: TF's own depthwise kernels even where hdas_tf's are in use (graphs that leave the
+    process: SavedModel, TFLite)."""
+    given = {"recompute": recompute, "weight_gradients": weight_gradients, "native_kernels": native_kernels}
+    saved = {k: getattr(_OPTIONS, k, None) for k in given}
     try:
-        if recompute is not None:
-            _OPTIONS.recompute = bool(recompute)
-        if weight_gradients is not None:
-            _OPTIONS.weight_gradients = bool(weight_gradients)
+        for k, v in given.items():
+            if v is not None:
+                setattr(_OPTIONS, k, bool(v))
         yield
     finally:
         for k, v in saved.items():
@@ -99,11 +103,41 @@ def zeros_vector(c: int):
     return _graph_constant(("zeros", c), lambda: tf.zeros((c,), tf.float32))
 
 
+def _kernels(x):
+    """hdas_tf's CPU ops (``cpu_kernels``) where they apply to ``x`` (float32, not in an exported graph), else
+    None (TF's)."""
+    if x.dtype != tf.float32 or _option("native_kernels", False):
+        return None
+    return cpu_kernels.library()
+
+
+def fused_batch_norm(x, scale, offset, epsilon):
+    """Training-mode BN with the batch statistics, as ``FusedBatchNormV3(is_training=True)``'s six outputs
+    (y, mean, unbiased variance, three reserve spaces for :func:`fused_batch_norm_grad`), on hdas_tf's kernel
+    where it is in use."""
+    lib = _kernels(x)
+    empty = _graph_constant("empty", lambda: tf.zeros((0,), tf.float32))
+    if lib is not None:
+        return tuple(lib.hdas_batch_norm(x, scale, offset, epsilon=epsilon)) + (empty,)
+    return tf.raw_ops.FusedBatchNormV3(x=x, scale=scale, offset=offset, mean=empty, variance=empty, epsilon=epsilon,
+                                       is_training=True)
+
+
+def fused_batch_norm_grad(dy, x, scale, reserve, epsilon):
+    """(dx, dscale, doffset) of :func:`fused_batch_norm` from its three reserve spaces."""
+    lib = _kernels(x)
+    if lib is not None:
+        return tuple(lib.hdas_batch_norm_grad(dy, x, scale, reserve[0], reserve[1], epsilon=epsilon))
+    return tuple(tf.raw_ops.FusedBatchNormGradV3(y_backprop=dy, x=x, scale=scale, reserve_space_1=reserve[0],
+                                                 reserve_space_2=reserve[1], reserve_space_3=reserve[2],
+                                                 epsilon=epsilon, is_training=True)[:3])
+
+
 def normalize_batch(x, scale, offset, epsilon: float = 1e-5):
     """Training-mode batch normalisation ``scale·(x − μ)/σ + offset`` with the batch statistics, synchronized
     across replicas. Returns (y, batch mean, unbiased batch variance).
 
-    One replica: one ``FusedBatchNormV3`` op (it also returns the Bessel-corrected variance). Several
+    One replica: one fused BN op (:func:`fused_batch_norm`; it also returns the Bessel-corrected variance). Several
     replicas: per-replica mean and centred sum of squares, combined in one all-reduce (Chan et al.):
     M2 = Σ M2_i + Σ n_i m_i² − n m², so only the between-replica term cancels (unlike E[x²] − E[x]²).
     ``scale`` may carry a search edge's op weight: w·BN(x) computed inside the BN op costs no extra pass
@@ -112,9 +146,7 @@ def normalize_batch(x, scale, offset, epsilon: float = 1e-5):
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     ctx = tf.distribute.get_replica_context()
     if replicas == 1 or ctx is None:
-        empty = _graph_constant("empty", lambda: tf.zeros((0,), tf.float32))
-        y, mean, unbiased, _, _, _ = tf.raw_ops.FusedBatchNormV3(
-            x=x, scale=scale, offset=offset, mean=empty, variance=empty, epsilon=epsilon, is_training=True)
+        y, mean, unbiased, _, _, _ = fused_batch_norm(x, scale, offset, epsilon)
         return y, mean, unbiased
     xf = tf.cast(x, tf.float32)
     count = tf.cast(tf.reduce_prod(tf.shape(xf)[:-1]), tf.float32)
@@ -179,11 +211,33 @@ def _join(*parts):
     return constant(dims) if all(isinstance(d, int) for d in dims) else tf.stack(dims)
 
 
+def _custom_pad(kernel, stride, padding):
+    """The symmetric padding of the custom ops for TF's ``padding``, or None where they do not apply (TF's
+    'SAME' is asymmetric at stride 2 or for even k)."""
+    k = kernel.shape[0]
+    if padding == "VALID":
+        return 0
+    if padding == "SAME" and stride == 1 and k is not None and k % 2 == 1:
+        return (k - 1) // 2
+    return None
+
+
 def _dw_forward(x, kernel, stride, padding):
+    lib = _kernels(x)
+    pad = None if lib is None else _custom_pad(kernel, stride, padding)
+    if pad is not None:
+        return lib.hdas_depthwise_conv2d(x, kernel, stride=stride, pad=pad)
     return tf.raw_ops.DepthwiseConv2dNative(input=x, filter=kernel, strides=[1, stride, stride, 1], padding=padding)
 
 
 def _dw_backward(x, kernel, da, stride, padding, weight_gradients):
+    lib = _kernels(x)
+    pad = None if lib is None else _custom_pad(kernel, stride, padding)
+    if pad is not None:
+        dx = lib.hdas_depthwise_conv2d_backprop_input(_join(_shape(x)), kernel, da, stride=stride, pad=pad)
+        if not weight_gradients:
+            return dx, None
+        return dx, lib.hdas_depthwise_conv2d_backprop_filter(x, da, k=kernel.shape[0], stride=stride, pad=pad)
     strides = [1, stride, stride, 1]
     dx = tf.raw_ops.DepthwiseConv2dNativeBackpropInput(input_sizes=_join(_shape(x)), filter=kernel, out_backprop=da,
                                                        strides=strides, padding=padding)
@@ -197,22 +251,26 @@ def _dw_backward(x, kernel, da, stride, padding, weight_gradients):
     return dx, dk
 
 
-def _depthwise_same_fast(x, kernel):
+def _depthwise_recorded(x, kernel, stride, padding):
+    """The depthwise conv as one tape operation whose backward pass is :func:`_dw_backward`: the filter
+    gradient is left out where ``weight_gradients`` is off, and no autodiff bookkeeping is added."""
     with record.stop_recording():
-        y = _dw_forward(x, kernel, 1, "SAME")
+        y = _dw_forward(x, kernel, stride, padding)
     if record.should_record_backprop([x, kernel]):
         record.record_operation_backprop_only(
             "HdasDepthwise", [y], [x, kernel],
-            lambda dy: list(_dw_backward(x, kernel, dy, 1, "SAME", _option("weight_gradients", True))))
+            lambda dy: list(_dw_backward(x, kernel, dy, stride, padding, _option("weight_gradients", True))))
     return y
 
 
 def depthwise(x, kernel, stride: int = 1, padding: str = "SAME"):
     """A depthwise conv (``padding`` 'SAME' at stride 1 — symmetric for odd k — or 'VALID' on an input the
-    caller padded) whose 5×5 filter gradient takes the fast path."""
+    caller padded), on hdas_tf's kernels where they are in use; with TF's, the 5×5 filter gradient takes the
+    fast path."""
     kernel = tf.cast(kernel, x.dtype)
-    if stride == 1 and padding == "SAME" and kernel.shape[0] >= FAST_FILTER_GRAD_MIN_K:
-        return _depthwise_same_fast(x, kernel)
+    custom = _kernels(x) is not None and _custom_pad(kernel, stride, padding) is not None
+    if custom or (stride == 1 and padding == "SAME" and kernel.shape[0] >= FAST_FILTER_GRAD_MIN_K):
+        return _depthwise_recorded(x, kernel, stride, padding)
     return _dw_forward(x, kernel, stride, padding)
 
 
@@ -368,9 +426,7 @@ def _pointwise_conv(a, kernel_4d):
 
 
 def _batch_norm(z, scale, offset, epsilon):
-    empty = _graph_constant("empty", lambda: tf.zeros((0,), tf.float32))
-    return tf.raw_ops.FusedBatchNormV3(x=z, scale=scale, offset=offset, mean=empty, variance=empty, epsilon=epsilon,
-                                       is_training=True)
+    return fused_batch_norm(z, scale, offset, epsilon)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -536,9 +592,7 @@ def chain(x, stages, weight=None, statistics: bool = False, epsilon: float = 1e-
             for i in reversed(range(n)):
                 st = stages[i]
                 h, a, z, scale_w, (_, _, _, r1, r2, r3) = trace[i]
-                dz, dscale, doffset, _, _ = tf.raw_ops.FusedBatchNormGradV3(
-                    y_backprop=g, x=z, scale=scale_w, reserve_space_1=r1, reserve_space_2=r2, reserve_space_3=r3,
-                    epsilon=epsilon, is_training=True)
+                dz, dscale, doffset = fused_batch_norm_grad(g, z, scale_w, (r1, r2, r3), epsilon)
                 w = weight if (weighted and i == n - 1) else None
                 if w is not None and weight_watched:
                     # y = w·(scale·x̂ + offset): ∂/∂w = Σ_c (scale·∂/∂scale_w + offset·∂/∂offset_w)
@@ -610,7 +664,10 @@ def _pool_backward(kind, stride, pooled, out, dout):
     h_in, count = pooled
     padding = "SAME" if stride == 1 else "VALID"
     s = [1, stride, stride, 1]
-    if kind == "max":
+    lib = _kernels(h_in)
+    if kind == "max" and lib is not None:  # 'SAME' at stride 1 is padding 1; at stride 2 h_in is padded
+        d = lib.hdas_max_pool_grad(h_in, out, dout, ksize=3, stride=stride, pad=1 if stride == 1 else 0)
+    elif kind == "max":
         d = tf.raw_ops.MaxPoolGrad(orig_input=h_in, orig_output=out, grad=dout, ksize=_POOL_KSIZE, strides=s,
                                    padding=padding)
     else:
@@ -711,9 +768,7 @@ def shared_ops(h, names, weights, stride: int = 1, bn: bool = True, epsilon: flo
                 kind, p, pooled, reserve = aux
                 if reserve is not None:
                     c = p.shape[-1]
-                    dt, _, _, _, _ = tf.raw_ops.FusedBatchNormGradV3(
-                        y_backprop=dt, x=p, scale=ones_vector(c), reserve_space_1=reserve[0],
-                        reserve_space_2=reserve[1], reserve_space_3=reserve[2], epsilon=epsilon, is_training=True)
+                    dt = fused_batch_norm_grad(dt, p, ones_vector(c), reserve, epsilon)[0]
                 dh.append(_pool_backward(kind, stride, pooled, p, dt))
             d_h = tf.add_n(dh) if len(dh) > 1 else dh[0]
             return [d_h] + tf.unstack(tf.reshape(d_weights, constant([-1])))

@@ -41,6 +41,7 @@ def _check_timings(r, spec):
     assert r["first_call_s"] > 0 and r["first_step_s"] >= r["first_call_s"]
     assert 0 < r["peak_rss_step_mib"] <= r["peak_rss_mib"]
     assert r["machine"]["logical_cores"] >= 1 and r["machine"]["tensorflow"].startswith("2.")
+    assert r["kernels"] in ("custom", "native")
     json.dumps(r)  # JSON-ready as it is
 
 

@@ -379,7 +379,7 @@ def graph_macs(model, image_shape):
     graph = fn.get_concrete_function(tf.TensorSpec((1, *image_shape), tf.float32)).graph
     total = 0
     for op in graph.get_operations():
-        if op.type in ("Conv2D", "DepthwiseConv2dNative"):
+        if op.type in ("Conv2D", "DepthwiseConv2dNative", "HdasDepthwiseConv2d"):  # TF's depthwise or hdas_tf's
             out, kernel = op.outputs[0].shape, op.inputs[1].shape
             # Conv: k·k·C_in·C_out per output position; depthwise [k, k, C, 1]: k·k·C per position.
             macs = out[0] * out[1] * out[2] * math.prod(kernel)

@@ -97,6 +97,8 @@ def test_cli_writes_one_integer_version_with_assets_and_extras(exported, trained
     for name in ("saved_model.pb", "variables", "assets/class_names.txt", "assets.extra/export.json",
                  "assets.extra/model.tflite"):
         assert (version / name).exists(), name
+    # Traced with TF's own kernels: TF Serving and TFLite know none of hdas_tf's CPU ops (hdas_tf.cpu_kernels).
+    assert b"Hdas" not in (version / "saved_model.pb").read_bytes()
     info = trained["info"]
     assert (version / "assets" / "class_names.txt").read_text().splitlines() == list(info.class_names)
     meta = json.loads((version / "assets.extra" / "export.json").read_text())

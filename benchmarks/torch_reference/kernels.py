@@ -6,6 +6,7 @@ CPU (TF's depthwise kernel lost 3.5–6.4× to PyTorch's on an AVX2 host), so th
 at the supernets' shapes in either library, each in its own virtual environment:
 
     .venv/bin/python benchmarks/torch_reference/kernels.py --lib=tf
+    .venv/bin/python benchmarks/torch_reference/kernels.py --lib=hdas    # hdas_tf's CPU kernels (hdas_tf/csrc)
     .venv-torch/bin/python benchmarks/torch_reference/kernels.py --lib=torch
 
 One JSON line per (kernel, shape): forward and forward+backward milliseconds, median of --repeats calls after
@@ -14,7 +15,9 @@ warm-up. Shapes are N×H×W×C; PyTorch gets the same tensors as N×C×H×W, its
 
 import argparse
 import json
+import os
 import statistics
+import sys
 import time
 
 # (N, H, W, C): the cell supernet at batch 16 (C=16 at 32×32, doubling per reduction) and the DARTS_V2
@@ -34,10 +37,30 @@ def _median_ms(fn, repeats, warmup):
     return 1000.0 * statistics.median(times)
 
 
-def _tf_kernels(threads):
+def _tf_kernels(threads, hdas=False):
+    """TF's kernels, or with ``hdas`` hdas_tf's CPU kernels where it has them (depthwise, BN, max-pool
+    backward; the 1×1 convolution is TF's either way)."""
     import tensorflow as tf
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
+    lib = None
+    if hdas:
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+        from hdas_tf import cpu_kernels
+        lib = cpu_kernels.library()
+        if lib is None:
+            raise SystemExit("hdas_tf's CPU kernels are not available here (see the warning above)")
+
+    def max_pool(x):
+        if lib is None:
+            return tf.nn.max_pool2d(x, 3, 1, "SAME")
+
+        @tf.custom_gradient
+        def pool(t):
+            y = tf.nn.max_pool2d(t, 3, 1, "SAME")
+            return y, lambda dy: lib.hdas_max_pool_grad(t, y, dy, ksize=3, stride=1, pad=1)
+
+        return pool(x)
 
     def build(kernel, shape):
         n, h, w, c = shape
@@ -45,17 +68,23 @@ def _tf_kernels(threads):
         if kernel.startswith("dw"):
             k = int(kernel[2])
             weight = tf.Variable(tf.random.stateless_normal((k, k, c, 1), seed=(3, 4)))
-            op = lambda: tf.nn.depthwise_conv2d(x, weight, (1, 1, 1, 1), "SAME")
+            if lib is None:
+                op = lambda: tf.nn.depthwise_conv2d(x, weight, (1, 1, 1, 1), "SAME")
+            else:
+                op = lambda: lib.hdas_depthwise_conv2d(x, weight, stride=1, pad=k // 2)
         elif kernel == "conv1x1":
             weight = tf.Variable(tf.random.stateless_normal((1, 1, c, c), seed=(3, 4)))
             op = lambda: tf.nn.conv2d(x, weight, 1, "SAME")
         elif kernel == "bn_train":
             weight = tf.Variable(tf.ones((c,)))
-            op = lambda: tf.compat.v1.nn.fused_batch_norm(x, weight, tf.zeros((c,)), is_training=True)[0]
+            if lib is None:
+                op = lambda: tf.compat.v1.nn.fused_batch_norm(x, weight, tf.zeros((c,)), is_training=True)[0]
+            else:
+                op = lambda: lib.hdas_batch_norm(x, weight, tf.zeros((c,)), epsilon=1e-5)[0]
         else:
             weight = None
-            op = lambda: tf.nn.max_pool2d(x, 3, 1, "SAME")
-        sources = [x] + ([weight] if weight is not None else [])
+            op = lambda: max_pool(x)
+    sources = [x] + ([weight] if weight is not None else [])
 
         @tf.function
         def forward():
@@ -115,7 +144,8 @@ def _torch_kernels(threads):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--lib", choices=["tf", "torch"], required=True)
+    p.add_argument("--lib", choices=["tf", "hdas", "torch"], required=True,
+                   help="tf: TensorFlow's kernels; hdas: hdas_tf's CPU kernels in TensorFlow; torch: PyTorch's")
     p.add_argument("--threads", type=int, default=2, help="intra-op threads (the steps are timed with 2)")
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
@@ -125,7 +155,10 @@ def main():
     unknown = sorted(set(kernels) - set(KERNELS))
     if unknown:
         p.error(f"unknown kernels {unknown}; choose from {KERNELS}")
-    build, version = (_tf_kernels if args.lib == "tf" else _torch_kernels)(args.threads)
+    if args.lib == "torch":
+        build, version = _torch_kernels(args.threads)
+    else:
+        build, version = _tf_kernels(args.threads, hdas=args.lib == "hdas")
     for kernel in kernels:
         for shape in SHAPES:
             forward, forward_backward = build(kernel, shape)
