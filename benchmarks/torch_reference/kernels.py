@@ -84,7 +84,7 @@ def _tf_kernels(threads, hdas=False):
         else:
             weight = None
             op = lambda: max_pool(x)
-    sources = [x] + ([weight] if weight is not None else [])
+        sources = [x] + ([weight] if weight is not None else [])
 
         @tf.function
         def forward():
