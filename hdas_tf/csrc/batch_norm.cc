@@ -14,8 +14,8 @@
 //   y = scale r (x - mean) + offset;  unbiased variance = var M / (M - 1)
 //   backward: doffset = sum dy,  dscale = r sum dy (x - mean),
 //             dx = scale r (dy - doffset / M - (x - mean) r^2 sum dy (x - mean) / M)
-// Per-channel sums are taken over fixed blocks of rows and the blocks added in a fixed order (in double), so the
-// result does not depend on the number of threads.
+// Per-channel sums are taken over fixed blocks of rows and the blocks added in a fixed order (in double;
+// common.h BlockSums), so the result does not depend on the number of threads.
 //
 // Written for hdas_tf from these definitions.
 
@@ -31,32 +31,11 @@
 
 namespace hdas_bn {
 
-using tensorflow::OpKernel;
-using tensorflow::OpKernelConstruction;
-using tensorflow::OpKernelContext;
-using tensorflow::Tensor;
-using tensorflow::TensorShape;
-using tensorflow::errors::InvalidArgument;
+using namespace hdas_common;  // NOLINT: the shared names of common.h
 using tensorflow::shape_inference::InferenceContext;
 using tensorflow::shape_inference::ShapeHandle;
-using hdas_common::int64;
-using hdas_common::Parallel;
 
-constexpr int64 kBlocks = 16;
-
-// Per-block partial sums over rows [M b / B, M (b + 1) / B), added in block order in double precision.
-// fn(row_begin, row_end, acc) adds its rows' contributions to the float array acc ([width]).
-template <typename Fn>
-void BlockSums(OpKernelContext* ctx, int64 rows, int64 width, int64 cost_per_row, std::vector<double>* out, Fn fn) {
-  const int64 blocks = std::max<int64>(1, std::min<int64>(rows, kBlocks));
-  std::vector<float> partial(blocks * width, 0.f);
-  Parallel(ctx, blocks, cost_per_row * (rows / blocks + 1), [&](int64 begin, int64 end) {
-    for (int64 b = begin; b < end; ++b) fn(rows * b / blocks, rows * (b + 1) / blocks, partial.data() + b * width);
-  });
-  out->assign(width, 0.0);
-  for (int64 b = 0; b < blocks; ++b)
-    for (int64 e = 0; e < width; ++e) (*out)[e] += partial[b * width + e];
-}
+constexpr int64 kBlocks = 16;  // row blocks of the per-channel sums (common.h BlockSums)
 
 tensorflow::Status CheckVector(const Tensor& t, int64 c, const char* what) {
   if (t.dims() == 1 && t.dim_size(0) == c) return tensorflow::OkStatus();
@@ -92,7 +71,7 @@ class ForwardOp : public OpKernel {
     // precision when K is near the mean, as a row of the batch is (the "shifted data" algorithm).
     const float* shift_row = xp;
     std::vector<double> sums;
-    BlockSums(ctx, M, 2 * C, 4 * C, &sums, [&](int64 b, int64 e, float* acc) {
+    BlockSums(ctx, M, 2 * C, 4 * C, kBlocks, &sums, [&](int64 b, int64 e, float* acc) {
       float* __restrict s1 = acc;
       float* __restrict s2 = acc + C;
       const float* __restrict k = shift_row;
@@ -173,7 +152,7 @@ class GradOp : public OpKernel {
     const float* mu = mean_in.flat<float>().data();
     // Both sums in one sweep: [sum dy | sum dy (x - mean)].
     std::vector<double> sums;
-    BlockSums(ctx, M, 2 * C, 4 * C, &sums, [&](int64 b, int64 e, float* acc) {
+    BlockSums(ctx, M, 2 * C, 4 * C, kBlocks, &sums, [&](int64 b, int64 e, float* acc) {
       float* __restrict s_dy = acc;
       float* __restrict s_dyx = acc + C;
       for (int64 m = b; m < e; ++m) {

@@ -27,23 +27,10 @@
 
 namespace hdas {
 
-using tensorflow::DEVICE_CPU;
-using tensorflow::OpKernel;
-using tensorflow::OpKernelConstruction;
-using tensorflow::OpKernelContext;
-using tensorflow::Tensor;
-using tensorflow::TensorShape;
-using tensorflow::errors::InvalidArgument;
+using namespace hdas_common;  // NOLINT: the shared names of common.h
 using tensorflow::shape_inference::DimensionHandle;
 using tensorflow::shape_inference::InferenceContext;
 using tensorflow::shape_inference::ShapeHandle;
-using hdas_common::int64;
-
-using hdas_common::Load;
-using hdas_common::Parallel;
-using hdas_common::Store;
-using hdas_common::v4;
-using hdas_common::v8;
 
 struct Geometry {
   int64 n, h, w, c, ho, wo;
@@ -360,23 +347,14 @@ class FilterGradOp : public DepthwiseBase {
     Tensor* df = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({k_, k_, g.c, 1}), &df));
     const int64 size = static_cast<int64>(k_) * k_ * g.c;
-    const int64 rows = g.n * g.ho;
-    // A fixed number of blocks (not one per thread): the sum's order, hence its rounding, never changes.
-    const int64 blocks = std::max<int64>(1, std::min<int64>(rows, kBlocks));
-    Tensor partial;
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT, TensorShape({blocks, size}), &partial));
-    float* pp = partial.flat<float>().data();
-    std::fill(pp, pp + blocks * size, 0.f);
     const float* xp = x.flat<float>().data();
     const float* dyp = dy.flat<float>().data();
-    Parallel(ctx, blocks, 2 * (rows / blocks + 1) * g.wo * size, [&](int64 begin, int64 end) {
-      for (int64 blk = begin; blk < end; ++blk)
-        FilterGradRows(g, xp, dyp, pp + blk * size, rows * blk / blocks, rows * (blk + 1) / blocks);
-    });
+    // A fixed number of row blocks (not one per thread): the sum's order, hence its rounding, never changes.
+    std::vector<double> sums;
+    BlockSums(ctx, g.n * g.ho, size, 2 * g.wo * size, kBlocks, &sums,
+              [&](int64 begin, int64 end, float* acc) { FilterGradRows(g, xp, dyp, acc, begin, end); });
     float* out = df->flat<float>().data();
-    std::copy(pp, pp + size, out);
-    for (int64 blk = 1; blk < blocks; ++blk)
-      for (int64 e = 0; e < size; ++e) out[e] += pp[blk * size + e];
+    for (int64 e = 0; e < size; ++e) out[e] = static_cast<float>(sums[e]);
   }
 
  private:

@@ -21,18 +21,7 @@
 
 namespace hdas_pool {
 
-using tensorflow::OpKernel;
-using tensorflow::OpKernelConstruction;
-using tensorflow::OpKernelContext;
-using tensorflow::Tensor;
-using tensorflow::TensorShape;
-using tensorflow::errors::InvalidArgument;
-using hdas_common::int64;
-
-using hdas_common::i8;
-using hdas_common::Load;
-using hdas_common::Store;
-using hdas_common::v8;
+using namespace hdas_common;  // NOLINT: the shared names of common.h
 
 class MaxPoolGradOp : public OpKernel {
  public:
