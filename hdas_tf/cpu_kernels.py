@@ -9,8 +9,8 @@ loaded as TensorFlow ops, and given their gradients.
 
 Why: on an AVX2 host TF's depthwise kernel was 3.5–6.4× slower than PyTorch's at the cell supernet's shapes,
 its BatchNorm kernels took 6–11× a ReLU over the same tensor and ``MaxPoolGrad`` 8–9× its forward pass;
-together they made most of a search step there (BUILD_NOTES "Speed", "Custom CPU kernels"). Tests check the ops against TF's kernels and against finite
-differences.
+together they made most of a search step there (BUILD_NOTES "Speed", "Third session of 2026-12-03"). Tests
+check the ops against TF's kernels and against finite differences.
 
 Which kernels a process uses is set by the environment variable ``HDAS_TF_KERNELS``:
 

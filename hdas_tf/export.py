@@ -445,7 +445,7 @@ def export_model(model, spec: ServingSpec, export_dir: str, version: int = 1, *,
     # Hidden and not an integer: TF Serving never takes it for a version.
     tmp = tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=export_dir)
     try:
-        # TF's own depthwise kernels in the exported graphs: TF Serving and TFLite know no hdas_tf ops.
+        # TF's own kernels in the exported graphs: TF Serving and TFLite know none of hdas_tf's CPU ops.
         with P.options(native_kernels=True):
             _write_savedmodel(model, spec, tmp, resize, tflite, source)
         _check_free(target, overwrite)

@@ -46,7 +46,7 @@ def _option(name: str, default: bool) -> bool:
 @contextlib.contextmanager
 def options(recompute: bool | None = None, weight_gradients: bool | None = None, native_kernels: bool | None = None):
     """Trace-time options of the blocks built inside the context (see the module docstring).
-    ``native_kernels``: TF's own depthwise kernels even where hdas_tf's are in use (graphs that leave the
+    ``native_kernels``: TF's own kernels even where hdas_tf's CPU kernels are in use (graphs that leave the
     process: SavedModel, TFLite)."""
     given = {"recompute": recompute, "weight_gradients": weight_gradients, "native_kernels": native_kernels}
     saved = {k: getattr(_OPTIONS, k, None) for k in given}
@@ -211,29 +211,32 @@ def _join(*parts):
     return constant(dims) if all(isinstance(d, int) for d in dims) else tf.stack(dims)
 
 
-def _custom_pad(kernel, stride, padding):
-    """The symmetric padding of the custom ops for TF's ``padding``, or None where they do not apply (TF's
-    'SAME' is asymmetric at stride 2 or for even k)."""
+def _custom_depthwise(x, kernel, stride, padding):
+    """(hdas_tf's op library, the symmetric padding its depthwise ops take for TF's ``padding``) where they
+    apply to this conv, else None: not in use, or TF's 'SAME' is asymmetric (stride 2, even k)."""
+    lib = _kernels(x)
     k = kernel.shape[0]
+    if lib is None:
+        return None
     if padding == "VALID":
-        return 0
+        return lib, 0
     if padding == "SAME" and stride == 1 and k is not None and k % 2 == 1:
-        return (k - 1) // 2
+        return lib, (k - 1) // 2
     return None
 
 
 def _dw_forward(x, kernel, stride, padding):
-    lib = _kernels(x)
-    pad = None if lib is None else _custom_pad(kernel, stride, padding)
-    if pad is not None:
+    custom = _custom_depthwise(x, kernel, stride, padding)
+    if custom is not None:
+        lib, pad = custom
         return lib.hdas_depthwise_conv2d(x, kernel, stride=stride, pad=pad)
     return tf.raw_ops.DepthwiseConv2dNative(input=x, filter=kernel, strides=[1, stride, stride, 1], padding=padding)
 
 
 def _dw_backward(x, kernel, da, stride, padding, weight_gradients):
-    lib = _kernels(x)
-    pad = None if lib is None else _custom_pad(kernel, stride, padding)
-    if pad is not None:
+    custom = _custom_depthwise(x, kernel, stride, padding)
+    if custom is not None:
+        lib, pad = custom
         dx = lib.hdas_depthwise_conv2d_backprop_input(_join(_shape(x)), kernel, da, stride=stride, pad=pad)
         if not weight_gradients:
             return dx, None
@@ -268,7 +271,7 @@ def depthwise(x, kernel, stride: int = 1, padding: str = "SAME"):
     caller padded), on hdas_tf's kernels where they are in use; with TF's, the 5×5 filter gradient takes the
     fast path."""
     kernel = tf.cast(kernel, x.dtype)
-    custom = _kernels(x) is not None and _custom_pad(kernel, stride, padding) is not None
+    custom = _custom_depthwise(x, kernel, stride, padding) is not None
     if custom or (stride == 1 and padding == "SAME" and kernel.shape[0] >= FAST_FILTER_GRAD_MIN_K):
         return _depthwise_recorded(x, kernel, stride, padding)
     return _dw_forward(x, kernel, stride, padding)
@@ -425,10 +428,6 @@ def _pointwise_conv(a, kernel_4d):
     return tf.raw_ops.Conv2D(input=a, filter=kernel_4d, strides=[1, 1, 1, 1], padding="VALID")
 
 
-def _batch_norm(z, scale, offset, epsilon):
-    return fused_batch_norm(z, scale, offset, epsilon)
-
-
 @dataclasses.dataclass(frozen=True)
 class Stage:
     """One conv → BN block of a :func:`chain`: [depthwise k×k →] 1×1 (or a small dense conv) → BN.
@@ -564,7 +563,7 @@ def chain(x, stages, weight=None, statistics: bool = False, epsilon: float = 1e-
                 h = tf.nn.relu(h)
             a, z = conv_part(st, h, st.depthwise, kernels_4d[i], st.conv)
             scale_w, offset_w = bn_params[i]
-            bn = _batch_norm(z, scale_w, offset_w, epsilon)
+            bn = fused_batch_norm(z, scale_w, offset_w, epsilon)
             trace.append((h, a, z, scale_w, bn))
             h = bn[0]
         return trace
@@ -718,7 +717,7 @@ def shared_ops(h, names, weights, stride: int = 1, bn: bool = True, epsilon: flo
             p, pooled = _pool(h, kind, stride)
             if bn:
                 c = p.shape[-1]
-                y, _, _, r1, r2, r3 = _batch_norm(p, ones_vector(c), zeros_vector(c), epsilon)
+                y, _, _, r1, r2, r3 = fused_batch_norm(p, ones_vector(c), zeros_vector(c), epsilon)
                 maps.append((y, (kind, p, pooled, (r1, r2, r3))))
             else:
                 maps.append((p, (kind, p, pooled, None)))
