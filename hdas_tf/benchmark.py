@@ -67,6 +67,10 @@ flags.DEFINE_list("rows", None, "With --standard: only these rows (names from --
 flags.DEFINE_string("out_dir", "benchmarks", "With --standard: where results.json and README.md are written.")
 flags.DEFINE_boolean("quick", False, f"With --standard: {QUICK_STEPS} timed steps after {QUICK_WARMUP} warm-up per row "
                      "(a smoke run; full-size models still).")
+flags.DEFINE_string("pytorch_python", None, "With --standard: a Python interpreter with torch installed (scripts/"
+                    "benchmark.sh --with_pytorch makes .venv-torch with torch 2.13.0). Every row that has a PyTorch "
+                    "counterpart is then also timed in plain PyTorch (benchmarks/torch_reference/darts_torch.py) on "
+                    "this host, right before the row, and README.md compares the two.")
 flags.DEFINE_boolean("list_rows", False, "Print the standard rows and exit.")
 
 
@@ -123,9 +127,14 @@ def _standard_main() -> int:
     if FLAGS.recompute is not None:
         passed.append(f"--recompute={FLAGS.recompute}")
     passed += [f"--config_override={item}" for item in FLAGS.config_override]
+    python = FLAGS.pytorch_python
+    if python is not None and not (os.path.isfile(python) and os.access(python, os.X_OK)):
+        raise app.UsageError(f"--pytorch_python={python}: not an executable file (make one with "
+                             "`bash scripts/benchmark.sh --with_pytorch`, or point it at a Python with torch)")
     os.makedirs(FLAGS.out_dir, exist_ok=True)
-    results = run_standard(names, FLAGS.out_dir, passed, quick=FLAGS.quick)
+    results = run_standard(names, FLAGS.out_dir, passed, quick=FLAGS.quick, pytorch_python=python)
     failed = [r["row"] for r in results if "error" in r]
+    failed += [f"{r['row']} (PyTorch)" for r in results if "error" in r.get("pytorch", {})]
     print(f"wrote {os.path.join(FLAGS.out_dir, 'results.json')} and README.md"
           + (f"; failed rows: {', '.join(failed)}" if failed else ""), file=sys.stderr)
     return 1 if failed else 0
@@ -141,7 +150,7 @@ def main(argv):
         return 0
     if FLAGS.standard:
         return _standard_main()
-    alone = [f"--{name}" for name in ("rows", "out_dir", "quick") if FLAGS[name].present]
+    alone = [f"--{name}" for name in ("rows", "out_dir", "quick", "pytorch_python") if FLAGS[name].present]
     if alone:
         raise app.UsageError(f"{', '.join(alone)} only apply with --standard")
     spec = spec_from_flags()

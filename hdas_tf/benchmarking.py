@@ -76,21 +76,36 @@ OWN_FIELDS = {"search": "--config", "cells": "--cells", "stage": "--stage", "gen
 @dataclasses.dataclass(frozen=True)
 class Reference:
     """The PyTorch reference on this kind of machine (2 cores, median of 10 steps after 3 warm-up, 32×32, 10
-    classes): seconds per step, training images per second, peak RSS in GiB."""
+    classes): seconds per step, training images per second, peak RSS in GiB; and the issue's goals against
+    it: the least speed-up (img/s ÷ the reference's) and, where there is one, the largest memory ratio (peak
+    RSS ÷ the reference's)."""
 
     step_s: float
     img_per_s: float
     peak_rss_gib: float
+    speedup_goal: float
+    memory_goal: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class StandardRow:
-    """One row of the standard set: a name for ``--rows``, what it is, its flags, and the reference if any."""
+    """One row of the standard set: a name for ``--rows``, what it is, its flags, the reference if any, and the
+    arguments of the same configuration for the plain-PyTorch script (``TORCH_SCRIPT``; empty: none), with
+    ``GENOTYPE_FILE`` standing for a JSON file of the row's ``--genotype``."""
 
     name: str
     description: str
     args: tuple[str, ...]
     reference: Reference | None = None
+    pytorch: tuple[str, ...] = ()
+
+
+# The plain-PyTorch versions of the reference configurations (benchmarks/torch_reference/README.md), timed on
+# the same host next to the rows with ``--pytorch_python``: the fixed reference figures come from one unnamed
+# host, and hosts differ by up to 3× (BUILD_NOTES "Speed").
+TORCH_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks",
+                            "torch_reference", "darts_torch.py")
+GENOTYPE_FILE = "{genotype_file}"
 
 
 def _cell(order, batch, cells="shared", recompute=False):
@@ -98,9 +113,17 @@ def _cell(order, batch, cells="shared", recompute=False):
             f"--batch={batch}") + (("--recompute=true",) if recompute else ())
 
 
+def _torch_cell(order, batch, cells="shared"):
+    return ("--config=cell_search", f"--cells={cells}", f"--order={order}", f"--batch={batch}")
+
+
 def _stage(order, batch):
     return ("--config=stage_search", "--stage=stage_specific", "--genotype=DARTS_V2", "--stage_lengths=6,6,6",
             "--init_channels=16", f"--order={order}", f"--batch={batch}")
+
+
+def _torch_stage(order, batch):
+    return ("--config=stage_search", f"--genotype={GENOTYPE_FILE}", f"--order={order}", f"--batch={batch}")
 
 
 def _distribution(max_cells, batch):
@@ -108,51 +131,62 @@ def _distribution(max_cells, batch):
             f"--max_cells={max_cells}", "--min_cells=4", "--init_channels=16", "--order=1", f"--batch={batch}")
 
 
-# The PyTorch references of the cell supernet, shared by the rows with and without --recompute.
-_CELL_O1_B16_REF = Reference(7.14, 2.24, 2.6)
-_CELL_O1_B64_REF, _CELL_O2_B64_REF = Reference(19.9, 3.22, 9.2), Reference(45.3, 1.41, 12.4)
+def _torch_distribution(max_cells, batch):
+    return ("--config=distribution_search", f"--genotype={GENOTYPE_FILE}", f"--max_cells={max_cells}",
+            "--min_cells=4", f"--batch={batch}")
+
+
+# The references of the cell supernet, shared by the rows with and without --recompute. The issue's goals: the
+# first-order cell search 4× at batch 16 and 3× at batch 64 at no more than half the peak memory; every
+# second-order, stage and distribution search 3×; the training step 2×.
+_CELL_O1_B16_REF = Reference(7.14, 2.24, 2.6, 4.0, 0.5)
+_CELL_O1_B64_REF, _CELL_O2_B64_REF = Reference(19.9, 3.22, 9.2, 3.0, 0.5), Reference(45.3, 1.41, 12.4, 3.0)
 
 _EVAL_NET = ("--genotype=DARTS_V2", "--init_channels=36", "--layers=20", "--auxiliary")
 
 STANDARD_ROWS = (
-    StandardRow("cell_o1_b16", "DARTS cell supernet C=16 L=8, first order", _cell(1, 16), _CELL_O1_B16_REF),
+    StandardRow("cell_o1_b16", "DARTS cell supernet C=16 L=8, first order", _cell(1, 16), _CELL_O1_B16_REF,
+                _torch_cell(1, 16)),
     # The memory goal at batch 16 (half the reference's peak) is met with --recompute only.
     StandardRow("cell_o1_b16_recompute", "DARTS cell supernet C=16 L=8, first order, --recompute",
-                _cell(1, 16, recompute=True), _CELL_O1_B16_REF),
+                _cell(1, 16, recompute=True), _CELL_O1_B16_REF, _torch_cell(1, 16)),
     # Batch 64 with --recompute (the flag for large batches: about a third of the memory, 15–28 % slower); the
     # rows without it show the other side of the trade, against the same reference.
     StandardRow("cell_o1_b64", "DARTS cell supernet C=16 L=8, first order, --recompute", _cell(1, 64, recompute=True),
-                _CELL_O1_B64_REF),
+                _CELL_O1_B64_REF, _torch_cell(1, 64)),
     StandardRow("cell_o1_b64_keep", "DARTS cell supernet C=16 L=8, first order, no recompute", _cell(1, 64),
-                _CELL_O1_B64_REF),
+                _CELL_O1_B64_REF, _torch_cell(1, 64)),
     StandardRow("cell_o2_b16", "DARTS cell supernet C=16 L=8, second order", _cell(2, 16),
-                Reference(14.4, 1.11, 3.4)),
+                Reference(14.4, 1.11, 3.4, 3.0), _torch_cell(2, 16)),
     StandardRow("cell_o2_b64", "DARTS cell supernet C=16 L=8, second order, --recompute", _cell(2, 64, recompute=True),
-                _CELL_O2_B64_REF),
+                _CELL_O2_B64_REF, _torch_cell(2, 64)),
     StandardRow("cell_o2_b64_keep", "DARTS cell supernet C=16 L=8, second order, no recompute", _cell(2, 64),
-                _CELL_O2_B64_REF),
+                _CELL_O2_B64_REF, _torch_cell(2, 64)),
     StandardRow("hcdas_o1_b64", "H^c-DAS cell supernet (5 α groups) C=16 L=8, first order, --recompute",
-                _cell(1, 64, "stage_specific", recompute=True), Reference(24.9, 2.58, 9.5)),
+                _cell(1, 64, "stage_specific", recompute=True), Reference(24.9, 2.58, 9.5, 3.0, 0.5),
+                _torch_cell(1, 64, "stage_specific")),
     StandardRow("stage_o1_b16", "H^s-DAS stage supernet (DARTS_V2 cells) C=16 L=20 (6-6-6), first order",
-                _stage(1, 16), Reference(2.84, 5.63, 2.1)),
+                _stage(1, 16), Reference(2.84, 5.63, 2.1, 3.0), _torch_stage(1, 16)),
     StandardRow("stage_o1_b64", "H^s-DAS stage supernet (DARTS_V2 cells) C=16 L=20 (6-6-6), first order",
-                _stage(1, 64), Reference(11.3, 5.68, 7.5)),
+                _stage(1, 64), Reference(11.3, 5.68, 7.5, 3.0), _torch_stage(1, 64)),
     StandardRow("stage_o2_b16", "H^s-DAS stage supernet (DARTS_V2 cells) C=16 L=20 (6-6-6), second order",
-                _stage(2, 16), Reference(7.30, 2.19, 2.7)),
+                _stage(2, 16), Reference(7.30, 2.19, 2.7, 3.0), _torch_stage(2, 16)),
     StandardRow("stage_o2_b64", "H^s-DAS stage supernet (DARTS_V2 cells) C=16 L=20 (6-6-6), second order",
-                _stage(2, 64), Reference(31.5, 2.03, 9.6)),
+                _stage(2, 64), Reference(31.5, 2.03, 9.6, 3.0), _torch_stage(2, 64)),
     StandardRow("distribution_n6_o1_b64", "cell-distribution supernet (β) L=20 (max_cells=6), first order",
-                _distribution(6, 64), Reference(11.8, 5.41, 8.0)),
+                _distribution(6, 64), Reference(11.8, 5.41, 8.0, 3.0), _torch_distribution(6, 64)),
     StandardRow("train_b32", "DARTS_V2 evaluation network C=36 L=20 with aux, training step",
-                ("--config=train", *_EVAL_NET, "--batch=32"), Reference(2.41, 13.3, 2.9)),
+                ("--config=train", *_EVAL_NET, "--batch=32"), Reference(2.41, 13.3, 2.9, 2.0),
+                ("--config=train", f"--genotype={GENOTYPE_FILE}", "--batch=32")),
     StandardRow("inference_b1", "DARTS_V2 evaluation network C=36 L=20, inference",
                 ("--config=inference", *_EVAL_NET, "--batch=1")),
     StandardRow("inference_b64", "DARTS_V2 evaluation network C=36 L=20, inference",
                 ("--config=inference", *_EVAL_NET, "--batch=64")),
     StandardRow("input_b64", "search input pipeline (digits, zipped weight/architecture halves)",
                 ("--config=input", "--dataset=digits", "--batch=64")),
+    # No fixed reference: the PyTorch script times it on the host all the same.
     StandardRow("distribution_n8_o1_b64", "cell-distribution supernet (β) L=26 (max_cells=8), first order",
-                _distribution(8, 64)),
+                _distribution(8, 64), pytorch=_torch_distribution(8, 64)),
 )
 ROWS_BY_NAME = {row.name: row for row in STANDARD_ROWS}
 # Flags a --standard run hands on to every row when given explicitly; the rows fix ROW_FLAGS.
@@ -797,6 +831,54 @@ def standard_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+PYTORCH_HEADER = ("| row | s/step | PyTorch s/step | speed-up | speed goal | peak RSS GiB | PyTorch peak RSS GiB | "
+                  "memory ratio | memory goal |")
+
+PYTORCH_INTRO = """## The same rows in PyTorch on this host
+
+The PyTorch reference figures above come from one unnamed host, and the hosts this project has run on differ
+by up to 3× in either library's step times (BUILD_NOTES "Speed"). Here each row's configuration was also
+timed in plain PyTorch (`benchmarks/torch_reference/darts_torch.py`, torch {torch}, {threads} threads, the
+same step counts), in its own process right before the row, so that both see the same host. speed-up =
+PyTorch s/step ÷ hdas_tf s/step (the batches are equal, so it is the img/s ratio); memory ratio = hdas_tf peak
+RSS ÷ PyTorch peak RSS. The goals are the issue's, applied to the PyTorch run of this host.
+"""
+
+
+def _goal(value: float | None, goal: float | None, at_least: bool, unit: str = "") -> str:
+    if goal is None:
+        return "—"
+    bound = f"{'≥' if at_least else '≤'} {goal:g}{unit}"
+    if value is None:
+        return bound
+    met = value >= goal if at_least else value <= goal
+    return f"{bound} {'met' if met else 'NOT met'}"
+
+
+def pytorch_table(results: list[dict]) -> str:
+    """The same-host comparison of a standard run: one line per result that carries a ``pytorch`` entry."""
+    lines = [PYTORCH_HEADER, "|" + "---|" * (PYTORCH_HEADER.count("|") - 1)]
+    for r in results:
+        torch_r = r.get("pytorch")
+        if torch_r is None:
+            continue
+        row = ROWS_BY_NAME.get(r.get("row"))
+        ref = row.reference if row else None
+        ours_ok, torch_ok = "error" not in r, "error" not in torch_r
+        ours_gib = r.get("peak_rss_step_mib", r.get("peak_rss_mib", 0)) / 1024 if ours_ok else None
+        torch_gib = torch_r["peak_rss_mib"] / 1024 if torch_ok else None
+        speedup = torch_r["step_s_median"] / r["step_s_median"] if ours_ok and torch_ok else None
+        ratio = ours_gib / torch_gib if ours_ok and torch_ok else None
+        cells = [r.get("row", "—"), _sig(r["step_s_median"]) if ours_ok else "failed",
+                 _sig(torch_r["step_s_median"]) if torch_ok else "failed (see results.json)",
+                 "—" if speedup is None else f"{speedup:.2f}×",
+                 _goal(speedup, ref.speedup_goal if ref else None, True, "×"),
+                 "—" if ours_gib is None else f"{ours_gib:.2f}", "—" if torch_gib is None else f"{torch_gib:.2f}",
+                 "—" if ratio is None else f"{ratio:.2f}", _goal(ratio, ref.memory_goal if ref else None, False)]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
 def _flag_value(row: StandardRow | None, name: str):
     if row is None:
         return "—"
@@ -848,6 +930,10 @@ def render_readme(results: list[dict], machine: dict | None = None, date: str | 
         parts.append("Timed steps after warm-up: " + "; ".join(f"{s} after {w}" for s, w in counts)
                      + f". Code: {', '.join(versions)}.")
     parts.append("\n" + standard_table(results) + "\n")
+    timed = [r["pytorch"] for r in results if "error" not in r.get("pytorch", {"error": None})]
+    if timed:
+        parts.append(PYTORCH_INTRO.format(torch=timed[0].get("torch"), threads=timed[0].get("threads")))
+        parts.append(pytorch_table(results) + "\n")
     return "\n".join(parts)
 
 
@@ -878,11 +964,55 @@ def run_row(row: StandardRow, passed: list[str], quick: bool) -> dict:
     return {**base, **json.loads(lines[-1])}
 
 
-def run_standard(names: list[str] | None, out_dir: str, passed: list[str], quick: bool = False) -> list[dict]:
+def pytorch_command(row: StandardRow, python: str, genotype_file: str, passed: list[str], quick: bool) -> list[str]:
+    """The command that times ``row``'s configuration in plain PyTorch: ``TORCH_SCRIPT`` under ``python``
+    with the row's PyTorch arguments and the same timed and warm-up step counts as the row."""
+    counts = [f"--steps={QUICK_STEPS}", f"--warmup={QUICK_WARMUP}"] if quick else []
+    counts += [a for a in passed if a.startswith(("--steps=", "--warmup="))]
+    return [python, TORCH_SCRIPT, *(a.replace(GENOTYPE_FILE, genotype_file) for a in row.pytorch), *counts]
+
+
+def run_pytorch(command: list[str]) -> dict:
+    """Runs one PyTorch timing process; its JSON result with ``command`` and ``process_wall_s``, or
+    ``{"command", "error"}`` when it failed (the row's own measurement goes on)."""
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True)
+    except OSError as e:  # the interpreter is missing or not executable
+        return {"command": command[1:], "error": str(e)}
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-20:])
+        return {"command": command[1:], "error": f"exit status {proc.returncode}: {tail}"}
+    return {**json.loads(lines[-1]), "command": command[1:], "process_wall_s": time.perf_counter() - t0}
+
+
+def _genotype_files(rows: list[StandardRow], directory: str) -> dict[str, str]:
+    """A JSON file per ``--genotype`` the rows' PyTorch commands read (the PyTorch script reads files only)."""
+    from hdas_tf import genotypes
+
+    files = {}
+    for row in rows:
+        name = _flag_value(row, "genotype")
+        if any(GENOTYPE_FILE in a for a in row.pytorch) and name not in files:
+            files[name] = os.path.join(directory, f"genotype_{len(files)}.json")
+            with open(files[name], "w") as f:
+                f.write(genotypes.resolve(name).to_json())
+    return files
+
+
+def run_standard(names: list[str] | None, out_dir: str, passed: list[str], quick: bool = False,
+                 pytorch_python: str | None = None) -> list[dict]:
     """Runs standard rows (all, or ``names``) one after another, each in its own process, rewriting
     ``out_dir/results.json`` and ``out_dir/README.md`` after every row. A subset merges into an existing
-    ``results.json`` (rows not rerun are kept). Returns the rows' results in standard order."""
-    from hdas_tf.trainer import write_json_atomic
+    ``results.json`` (rows not rerun are kept). Returns the rows' results in standard order.
+
+    With ``pytorch_python`` (an interpreter with torch installed), each row that has a PyTorch counterpart is
+    timed in PyTorch as well, in its own process right before the row, so that the pair sees the same host
+    state; the result is the row's ``pytorch`` entry. Rows with the same PyTorch configuration (with and
+    without ``--recompute``) share one PyTorch run.
+    """
+    import tempfile
 
     rows = [ROWS_BY_NAME[n] for n in names] if names else list(STANDARD_ROWS)
     path = os.path.join(out_dir, "results.json")
@@ -891,21 +1021,49 @@ def run_standard(names: list[str] | None, out_dir: str, passed: list[str], quick
         with open(path) as f:
             kept = {r["row"]: r for r in json.load(f).get("results", [])}
     machine = machine_facts()
-    for i, row in enumerate(rows, 1):
-        print(f"[{i}/{len(rows)}] {row.name}: {row.description} ...", file=sys.stderr, flush=True)
-        result = run_row(row, passed, quick)
-        kept[row.name] = result
-        if "error" in result:
-            print(f"[{i}/{len(rows)}] {row.name} FAILED: {result['error']}", file=sys.stderr, flush=True)
-        else:
-            print(f"[{i}/{len(rows)}] {row.name}: {result['step_s_median']:.3f} s/step, {result['img_per_s']:.2f} "
-                  f"img/s, peak RSS {result['peak_rss_step_mib'] / 1024:.2f} GiB, first step "
-                  f"{result['first_step_s']:.1f} s (process {result['process_wall_s']:.0f} s)",
-                  file=sys.stderr, flush=True)
-        ordered = [kept[r.name] for r in STANDARD_ROWS if r.name in kept]
-        date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-        write_json_atomic(path, {"format": "hdas_tf.benchmark/1", "date": date, "machine": machine, "quick": quick,
-                                 "results": ordered})
-        with open(os.path.join(out_dir, "README.md"), "w") as f:
-            f.write(render_readme(ordered, machine, date))
+    with tempfile.TemporaryDirectory() as scratch:
+        genotype_files = _genotype_files(rows, scratch) if pytorch_python else {}
+        torch_runs = {}
+        for i, row in enumerate(rows, 1):
+            torch_result = None
+            if pytorch_python and row.pytorch:
+                command = pytorch_command(row, pytorch_python, genotype_files.get(_flag_value(row, "genotype"), ""),
+                                          passed, quick)
+                if tuple(row.pytorch) not in torch_runs:
+                    print(f"[{i}/{len(rows)}] {row.name}: PyTorch {' '.join(row.pytorch)} ...", file=sys.stderr,
+                          flush=True)
+                    torch_runs[tuple(row.pytorch)] = run_pytorch(command)
+                torch_result = torch_runs[tuple(row.pytorch)]
+                print(f"[{i}/{len(rows)}] {row.name}: PyTorch "
+                      + (f"FAILED: {torch_result['error']}" if "error" in torch_result else
+                         f"{torch_result['step_s_median']:.3f} s/step, peak RSS "
+                         f"{torch_result['peak_rss_mib'] / 1024:.2f} GiB"), file=sys.stderr, flush=True)
+            kept[row.name] = _one_row(i, len(rows), row, passed, quick, torch_result)
+            _write_run(out_dir, path, machine, quick, [kept[r.name] for r in STANDARD_ROWS if r.name in kept])
     return [kept[r.name] for r in rows]
+
+
+def _one_row(i: int, n: int, row: StandardRow, passed: list[str], quick: bool, torch_result: dict | None) -> dict:
+    """Runs one row of a standard run (with its PyTorch result attached, if any) and reports it on stderr."""
+    print(f"[{i}/{n}] {row.name}: {row.description} ...", file=sys.stderr, flush=True)
+    result = run_row(row, passed, quick)
+    if torch_result is not None:
+        result["pytorch"] = torch_result
+    if "error" in result:
+        print(f"[{i}/{n}] {row.name} FAILED: {result['error']}", file=sys.stderr, flush=True)
+    else:
+        print(f"[{i}/{n}] {row.name}: {result['step_s_median']:.3f} s/step, {result['img_per_s']:.2f} img/s, peak "
+              f"RSS {result['peak_rss_step_mib'] / 1024:.2f} GiB, first step {result['first_step_s']:.1f} s (process "
+              f"{result['process_wall_s']:.0f} s)", file=sys.stderr, flush=True)
+    return result
+
+
+def _write_run(out_dir: str, path: str, machine: dict, quick: bool, ordered: list[dict]) -> None:
+    """results.json and README.md of the run so far (rewritten after every row: a stopped run keeps its rows)."""
+    from hdas_tf.trainer import write_json_atomic
+
+    date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    write_json_atomic(path, {"format": "hdas_tf.benchmark/1", "date": date, "machine": machine, "quick": quick,
+                             "results": ordered})
+    with open(os.path.join(out_dir, "README.md"), "w") as f:
+        f.write(render_readme(ordered, machine, date))

@@ -281,6 +281,107 @@ def test_standard_rows_carry_the_reference_and_parse_as_specs():
     assert "--max_cells=6" in command and command.index("--steps=2") < command.index("--steps=5")  # explicit wins
 
 
+def test_standard_rows_name_their_pytorch_counterpart():
+    """Every row with a reference is timed in PyTorch at the same configuration: kind, batch, order, α groups,
+    and the candidate stage lengths of the distribution rows."""
+    for row in benchmark.STANDARD_ROWS:
+        if row.reference is None and not row.pytorch:
+            continue
+        assert row.pytorch, row.name
+        ours = dict(a[2:].split("=", 1) for a in row.args if "=" in a)
+        theirs = dict(a[2:].split("=", 1) for a in row.pytorch)
+        assert theirs["config"] == ours["config"] and theirs["batch"] == ours["batch"], row.name
+        for name in ("order", "cells", "max_cells", "min_cells"):
+            if name in theirs or (name in ours and ours[name] != {"order": "1", "cells": "shared"}.get(name)):
+                assert theirs.get(name) == ours.get(name), (row.name, name)
+        if "genotype" in ours:
+            assert theirs["genotype"] == benchmark.GENOTYPE_FILE and ours["genotype"] == "DARTS_V2"
+    # The issue's goals, as data.
+    goals = {row.name: (row.reference.speedup_goal, row.reference.memory_goal)
+             for row in benchmark.STANDARD_ROWS if row.reference}
+    assert goals["cell_o1_b16"] == (4.0, 0.5) and goals["cell_o1_b64_keep"] == (3.0, 0.5)
+    assert goals["train_b32"] == (2.0, None) and goals["stage_o2_b64"] == (3.0, None)
+
+
+def _fake_python(tmp_path, status=0):
+    """An executable standing in for the PyTorch interpreter: it logs its arguments (and the genotype file it
+    was handed) and prints the JSON line of darts_torch.py, or fails with ``status``."""
+    log = tmp_path / "torch_calls.log"
+    script = tmp_path / "fake_python"
+    script.write_text(f"""#!/bin/sh
+echo "$@" >> {log}
+for a in "$@"; do case "$a" in --genotype=*) tr -d ' \\n' < "${{a#--genotype=}}" | head -c 40 >> {log}; echo >> {log};; esac; done
+[ {status} -eq 0 ] || {{ echo "torch is not installed" >&2; exit {status}; }}
+echo '{{"config": "x", "torch": "2.13.0+cpu", "threads": 2, "step_s_median": 8.0, "peak_rss_mib": 4096.0}}'
+""")
+    script.chmod(0o755)
+    return str(script), log
+
+
+def test_standard_run_times_each_row_in_pytorch_right_before_it(tmp_path, monkeypatch):
+    order = []
+
+    def fake_row(row, passed, quick):
+        order.append(("hdas_tf", row.name))
+        return {**_result(row.name, 2.0, 1024.0, 30.0), "process_wall_s": 40.0, "description": row.description}
+
+    monkeypatch.setattr(benchmark, "run_row", fake_row)
+    real_run_pytorch = benchmark.run_pytorch
+    monkeypatch.setattr(benchmark, "run_pytorch", lambda command: order.append(("torch", command[2:])) or
+                        real_run_pytorch(command))
+    python, log = _fake_python(tmp_path)
+    results = benchmark.run_standard(["cell_o1_b16", "cell_o1_b16_recompute", "train_b32", "input_b64"],
+                                     str(tmp_path), ["--steps=4"], quick=True, pytorch_python=python)
+    # PyTorch right before its row; the two batch-16 cell rows share one PyTorch run; no counterpart, no run.
+    assert [o[0] for o in order] == ["torch", "hdas_tf", "hdas_tf", "torch", "hdas_tf", "hdas_tf"]
+    assert order[0][1] == ["--config=cell_search", "--cells=shared", "--order=1", "--batch=16", "--steps=2",
+                           "--warmup=1", "--steps=4"]  # the quick counts, then the passed ones (which win)
+    train_args = order[3][1]
+    assert train_args[0] == "--config=train" and train_args[1].startswith("--genotype=/")
+    calls = log.read_text().splitlines()
+    assert len(calls) == 3 and calls[0].split()[0] == benchmark.TORCH_SCRIPT
+    assert calls[2].startswith('{"format":"hdas_tf.genotype/1"')  # the DARTS_V2 file existed during the run
+    assert not os.path.exists(train_args[1].split("=", 1)[1])  # and was removed after it
+    by_row = {r["row"]: r for r in results}
+    assert by_row["cell_o1_b16"]["pytorch"]["step_s_median"] == 8.0
+    assert by_row["cell_o1_b16"]["pytorch"] == by_row["cell_o1_b16_recompute"]["pytorch"]
+    assert "pytorch" not in by_row["input_b64"]
+    readme = (tmp_path / "README.md").read_text()
+    assert "## The same rows in PyTorch on this host" in readme and "torch 2.13.0+cpu, 2 threads" in readme
+    # 8.0 s against 2.0 s: 4.00× (cell b16 goal 4×: met; training 2×: met); 1.00 GiB against 4.00 GiB: 0.25.
+    assert "| cell_o1_b16 | 2.00 | 8.00 | 4.00× | ≥ 4× met | 1.00 | 4.00 | 0.25 | ≤ 0.5 met |" in readme
+    assert "| train_b32 | 2.00 | 8.00 | 4.00× | ≥ 2× met | 1.00 | 4.00 | 0.25 | — |" in readme
+    assert "| input_b64 | 2.00 |" not in readme.split("## The same rows")[1]
+
+
+def test_pytorch_table_reports_failures_and_goals_not_met(tmp_path):
+    python, _ = _fake_python(tmp_path, status=3)
+    command = benchmark.pytorch_command(benchmark.ROWS_BY_NAME["stage_o1_b16"], python, "/g.json", [], quick=False)
+    assert command[:3] == [python, benchmark.TORCH_SCRIPT, "--config=stage_search"] and "--genotype=/g.json" in command
+    failed = benchmark.run_pytorch(command)
+    assert failed["error"].startswith("exit status 3: ") and failed["error"].endswith("torch is not installed")
+    missing = benchmark.run_pytorch([str(tmp_path / "no_python"), benchmark.TORCH_SCRIPT])
+    assert "error" in missing and "no_python" in missing["error"]
+    results = [{**_result("stage_o1_b16", 2.0, 3072.0, 30.0), "pytorch": failed},
+               {**_result("cell_o1_b64_keep", 10.0, 6144.0, 30.0),
+                "pytorch": {"step_s_median": 25.0, "peak_rss_mib": 10240.0}},
+               {"row": "train_b32", "error": "exit status 1: boom", "batch": "32",
+                "pytorch": {"step_s_median": 3.0, "peak_rss_mib": 3000.0}}]
+    lines = benchmark.pytorch_table(results).splitlines()
+    assert lines[0] == benchmark.PYTORCH_HEADER and len(lines) == 5
+    assert lines[2] == "| stage_o1_b16 | 2.00 | failed (see results.json) | — | ≥ 3× | 3.00 | — | — | — |"
+    # 25 s against 10 s: 2.50× (goal 3×); 6 GiB against 10 GiB: 0.60 (goal 0.5).
+    assert lines[3] == "| cell_o1_b64_keep | 10.0 | 25.0 | 2.50× | ≥ 3× NOT met | 6.00 | 10.00 | 0.60 | ≤ 0.5 NOT met |"
+    assert lines[4] == "| train_b32 | failed | 3.00 | — | ≥ 2× | — | 2.93 | — | — |"
+
+
+def test_pytorch_python_must_be_an_executable_and_needs_standard():
+    proc = _cli("--standard", "--rows=input_b64", "--pytorch_python=/no/such/python")
+    assert proc.returncode != 0 and _error_line(proc.stderr).startswith("--pytorch_python=/no/such/python: not an")
+    proc = _cli("--pytorch_python=/usr/bin/env")
+    assert proc.returncode != 0 and "--pytorch_python only apply with --standard" in _error_line(proc.stderr)
+
+
 def test_standard_refuses_per_row_flags():
     proc = _cli("--standard", "--batch=8")
     assert proc.returncode != 0 and _error_line(proc.stderr).startswith("--batch: every standard row fixes")
