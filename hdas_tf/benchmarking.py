@@ -15,9 +15,11 @@ For a named configuration the harness builds the *real* model and step — the s
    (``ArchitectureSearchModel.arch_step`` / ``weight_step``; ``train_step`` is the two in sequence), and a
    plain forward+backward of the supernet (cross-entropy in training mode, ``tape.gradient`` w.r.t. every
    trainable variable, no update) on the validation and on the training half of a batch. Each part gets one
-   tracing call, ``--warmup`` warm-up calls and ``--steps`` timed calls. ``overhead_ratio`` = step median ÷
-   (forward+backward median on the validation batch + the same on the training batch): how much a bi-level
-   search step costs beyond the two plain passes it cannot avoid (first order: ~1 is ideal).
+   tracing call, ``--warmup`` warm-up calls and ``--steps`` timed calls; the two plain passes are timed in
+   rounds with the search step (step, validation pass, training pass; ``measure_rounds``), and
+   ``overhead_ratio`` = the median of those steps (``overhead_step_s_median``) ÷ (forward+backward median on
+   the validation batch + the same on the training batch): how much a bi-level search step costs beyond the
+   two plain passes it cannot avoid (first order: ~1 is ideal), with the host's drift cancelling out.
 
 Every timed call blocks on its result (``float`` of each output), so steps never overlap, and the batch is
 fetched before the clock starts. ``peak_rss_mib`` is the process's peak resident memory at the end;
@@ -527,6 +529,27 @@ def measure(fn, batches, steps: int, warmup: int) -> dict:
             "last": last, "cpu": cpu_shares(ticks, cpu_times())}
 
 
+def measure_rounds(parts: dict, steps: int, warmup: int) -> dict:
+    """Like :func:`measure` for several functions at once, in rounds: each round calls every ``fn(next(batches))``
+    of ``parts`` (name → (fn, batches)) once, in order, so that a drift of the host over the minutes of a
+    measurement weighs on all of them alike. One first call and ``warmup`` untimed rounds, then ``steps``
+    timed rounds. Returns name → {``first_s``, ``step_s``, ``median_s``}."""
+    out = {name: {"first_s": None, "step_s": []} for name in parts}
+    for i in range(1 + warmup + steps):
+        for name, (fn, batches) in parts.items():
+            batch = next(batches)
+            t0 = time.perf_counter()
+            _block(fn(batch))
+            dt = time.perf_counter() - t0
+            if i == 0:
+                out[name]["first_s"] = dt
+            elif i > warmup:
+                out[name]["step_s"].append(dt)
+    for part in out.values():
+        part["median_s"] = statistics.median(part["step_s"])
+    return out
+
+
 def run_benchmark(spec: BenchmarkSpec) -> dict:
     """Measures ``spec`` in this process and returns the result dict (see the module docstring; the fields are
     listed in README "Benchmark"). Call in a fresh process when peak memory matters."""
@@ -611,7 +634,8 @@ def _bench_search(spec: BenchmarkSpec, strategy) -> dict:
     space, model, _ = search_job.build_search(cfg, strategy, info, max(1, SEARCH_EPOCH_IMAGES // spec.global_batch))
     build_s = time.perf_counter() - t_start
     logging.info("built %s in %.1fs; tracing the search step", space, build_s)
-    timing = measure(distributed_step(strategy, model.train_step), batches, spec.steps, spec.warmup)
+    step = distributed_step(strategy, model.train_step)
+    timing = measure(step, batches, spec.steps, spec.warmup)
     out = {"init_channels": cfg.init_channels, "layers": space.layers,
            "cells": cfg.cells if cfg.search == "cell" else None,
            "stage": cfg.stage if cfg.search != "cell" else None, "genotype": cfg.genotype,
@@ -629,14 +653,22 @@ def _bench_search(spec: BenchmarkSpec, strategy) -> dict:
         t = measure(distributed_step(strategy, fn), batches, spec.steps, spec.warmup)
         out.update({f"{part}_first_s": t["first_s"], f"{part}_s": t["step_s"], f"{part}_s_median": t["median_s"]})
         logging.info("%s step alone: median %.3fs", part, t["median_s"])
+    # The overhead ratio compares the step with the two plain passes in rounds (step, val pass, train pass):
+    # measured one after another, minutes apart, a ±15 % drift of the host decided the ratio (BUILD_NOTES
+    # "Speed", session of 2026-12-04). The step is traced already; the passes get their first call here.
     fwdbwd = distributed_step(strategy, forward_backward(model))
-    halves = {"val": (lambda b: b[1]), "train": (lambda b: b[0])}  # ((x_train, y_train), (x_val, y_val))
-    for half, pick in halves.items():
-        t = measure(fwdbwd, (pick(b) for b in batches), spec.steps, spec.warmup)
-        out.update({f"fwdbwd_{half}_first_s": t["first_s"], f"fwdbwd_{half}_s": t["step_s"],
-                    f"fwdbwd_{half}_s_median": t["median_s"]})
-        logging.info("forward+backward on the %s batch: median %.3fs", half, t["median_s"])
-    out["overhead_ratio"] = out["step_s_median"] / (out["fwdbwd_val_s_median"] + out["fwdbwd_train_s_median"])
+    val, train = (b[1] for b in batches), (b[0] for b in batches)  # ((x_train, y_train), (x_val, y_val))
+    t = measure_rounds({"overhead_step": (step, batches), "fwdbwd_val": (fwdbwd, val),
+                        "fwdbwd_train": (fwdbwd, train)}, spec.steps, spec.warmup)
+    out.update({"overhead_step_s": t["overhead_step"]["step_s"],
+                "overhead_step_s_median": t["overhead_step"]["median_s"]})
+    for half in ("val", "train"):
+        part = t[f"fwdbwd_{half}"]
+        out.update({f"fwdbwd_{half}_first_s": part["first_s"], f"fwdbwd_{half}_s": part["step_s"],
+                    f"fwdbwd_{half}_s_median": part["median_s"]})
+        logging.info("forward+backward on the %s batch: median %.3fs", half, part["median_s"])
+    out["overhead_ratio"] = out["overhead_step_s_median"] / (out["fwdbwd_val_s_median"]
+                                                             + out["fwdbwd_train_s_median"])
     return out
 
 
@@ -687,7 +719,8 @@ def _bench_train(spec: BenchmarkSpec, strategy) -> dict:
         network.drop_path_rate.assign(cfg.drop_path_rate)  # the last epoch's rate of the linear ramp
     build_s = time.perf_counter() - t_start
     logging.info("built %s in %.1fs; tracing the training step", type(network).__name__, build_s)
-    timing = measure(distributed_step(strategy, model.train_step), batches, spec.steps, spec.warmup)
+    step = distributed_step(strategy, model.train_step)
+    timing = measure(step, batches, spec.steps, spec.warmup)
     return {**_network_fields(cfg, network, info.image_shape), "drop_path_rate": cfg.drop_path_rate,
             **_timing_fields(timing, t_start, build_s)}
 
@@ -764,7 +797,9 @@ def format_report(result: dict) -> str:
         if f"{part}_s_median" in result:
             row(label, result[f"{part}_first_s"], result[f"{part}_s_median"])
     if result.get("overhead_ratio") is not None:
-        lines.append(f"overhead ratio (step / (fwd+bwd val + fwd+bwd train)): {result['overhead_ratio']:.2f}")
+        step = result.get("overhead_step_s_median", result["step_s_median"])  # rows of 8da2abf and older: s/step
+        lines.append(f"overhead ratio (step {step:.4f} s / (fwd+bwd val + fwd+bwd train), timed in rounds): "
+                     f"{result['overhead_ratio']:.2f}")
     lines.append(f"build {result['build_s']:.1f} s, first step {result['first_step_s']:.1f} s after the start of "
                  f"construction; peak RSS {result['peak_rss_mib'] / 1024:.2f} GiB (after the steps "
                  f"{result['peak_rss_step_mib'] / 1024:.2f} GiB)")
@@ -901,8 +936,10 @@ timed steps; every call blocks on its result.
   architecture half of a search batch is not counted).
 - peak RSS: the process's peak resident memory right after the timed steps (before the part measurements).
 - first step s: from the start of model construction to the end of the first step.
-- overhead: s/step ÷ (plain forward+backward of the supernet on the validation batch + the same on the
-  training batch), both measured in the same process.
+- overhead: search step ÷ (plain forward+backward of the supernet on the validation batch + the same on the
+  training batch), medians of the three timed in rounds (step, validation pass, training pass) in the same
+  process, so that the host's drift weighs on both sides (rows of code before the rounds, 8da2abf and
+  older, timed the passes after the step and divide s/step).
 - ref: the PyTorch reference on this kind of machine (2 cores, median of 10 steps after 3 warm-up).
   speed-up = img/s ÷ ref img/s (above 1 is faster); memory ratio = peak RSS ÷ ref peak RSS (below 1 is
   smaller).
