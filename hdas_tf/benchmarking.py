@@ -719,8 +719,7 @@ def _bench_train(spec: BenchmarkSpec, strategy) -> dict:
         network.drop_path_rate.assign(cfg.drop_path_rate)  # the last epoch's rate of the linear ramp
     build_s = time.perf_counter() - t_start
     logging.info("built %s in %.1fs; tracing the training step", type(network).__name__, build_s)
-    step = distributed_step(strategy, model.train_step)
-    timing = measure(step, batches, spec.steps, spec.warmup)
+    timing = measure(distributed_step(strategy, model.train_step), batches, spec.steps, spec.warmup)
     return {**_network_fields(cfg, network, info.image_shape), "drop_path_rate": cfg.drop_path_rate,
             **_timing_fields(timing, t_start, build_s)}
 
@@ -797,9 +796,10 @@ def format_report(result: dict) -> str:
         if f"{part}_s_median" in result:
             row(label, result[f"{part}_first_s"], result[f"{part}_s_median"])
     if result.get("overhead_ratio") is not None:
-        step = result.get("overhead_step_s_median", result["step_s_median"])  # rows of 8da2abf and older: s/step
-        lines.append(f"overhead ratio (step {step:.4f} s / (fwd+bwd val + fwd+bwd train), timed in rounds): "
-                     f"{result['overhead_ratio']:.2f}")
+        rounds = "overhead_step_s_median" in result  # rows of 8da2abf and older divide s/step
+        step = result["overhead_step_s_median"] if rounds else result["step_s_median"]
+        lines.append(f"overhead ratio (step {step:.4f} s / (fwd+bwd val + fwd+bwd train)"
+                     f"{', timed in rounds' if rounds else ''}): {result['overhead_ratio']:.2f}")
     lines.append(f"build {result['build_s']:.1f} s, first step {result['first_step_s']:.1f} s after the start of "
                  f"construction; peak RSS {result['peak_rss_mib'] / 1024:.2f} GiB (after the steps "
                  f"{result['peak_rss_step_mib'] / 1024:.2f} GiB)")
