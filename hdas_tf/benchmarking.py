@@ -513,40 +513,33 @@ def measure(fn, batches, steps: int, warmup: int) -> dict:
     ``median_s``, ``last`` (the last call's outputs as floats) and ``cpu`` (``cpu_shares`` over the timed
     calls, None where /proc/stat is missing).
     """
-    times, first_s, first_end, last, ticks = [], None, None, None, None
-    for i in range(1 + warmup + steps):
-        batch = next(batches)
-        if i == warmup + 1:
-            ticks = cpu_times()
-        t0 = time.perf_counter()
-        last = _block(fn(batch))
-        t1 = time.perf_counter()
-        if i == 0:
-            first_s, first_end = t1 - t0, t1
-        elif i > warmup:
-            times.append(t1 - t0)
-    return {"first_s": first_s, "first_end": first_end, "step_s": times, "median_s": statistics.median(times),
-            "last": last, "cpu": cpu_shares(ticks, cpu_times())}
+    return measure_rounds({"fn": (fn, batches)}, steps, warmup)["fn"]
 
 
 def measure_rounds(parts: dict, steps: int, warmup: int) -> dict:
-    """Like :func:`measure` for several functions at once, in rounds: each round calls every ``fn(next(batches))``
+    """:func:`measure` for several functions at once, in rounds: each round calls every ``fn(next(batches))``
     of ``parts`` (name → (fn, batches)) once, in order, so that a drift of the host over the minutes of a
-    measurement weighs on all of them alike. One first call and ``warmup`` untimed rounds, then ``steps``
-    timed rounds. Returns name → {``first_s``, ``step_s``, ``median_s``}."""
-    out = {name: {"first_s": None, "step_s": []} for name in parts}
+    measurement weighs on all of them alike. One first round and ``warmup`` untimed rounds, then ``steps``
+    timed rounds. Returns name → :func:`measure`'s fields (``cpu`` is over all timed rounds)."""
+    out = {name: {"first_s": None, "first_end": None, "step_s": [], "last": None} for name in parts}
+    ticks = None
     for i in range(1 + warmup + steps):
         for name, (fn, batches) in parts.items():
             batch = next(batches)
+            if i == warmup + 1 and ticks is None:
+                ticks = cpu_times()
             t0 = time.perf_counter()
-            _block(fn(batch))
-            dt = time.perf_counter() - t0
+            last = _block(fn(batch))
+            t1 = time.perf_counter()
+            part = out[name]
+            part["last"] = last
             if i == 0:
-                out[name]["first_s"] = dt
+                part["first_s"], part["first_end"] = t1 - t0, t1
             elif i > warmup:
-                out[name]["step_s"].append(dt)
+                part["step_s"].append(t1 - t0)
+    cpu = cpu_shares(ticks, cpu_times())
     for part in out.values():
-        part["median_s"] = statistics.median(part["step_s"])
+        part.update(median_s=statistics.median(part["step_s"]), cpu=cpu)
     return out
 
 
