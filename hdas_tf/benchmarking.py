@@ -287,7 +287,7 @@ class BenchmarkSpec:
         if not 0.0 <= self.drop_path_rate < 1.0:
             fail("drop_path_rate", "must be in [0, 1)")
         if self.config in ("stage_search", "distribution_search", "train", "inference"):
-            from hdas_tf import genotypes
+            from hdas_tf.space import genotypes
 
             try:
                 cells = genotypes.resolve(self.genotype).cells
@@ -329,10 +329,10 @@ def config_fields(spec: BenchmarkSpec) -> dict:
 
 def _config_class(config: str):
     if config in SEARCH_CONFIGS:
-        from hdas_tf.configs import SearchConfig
+        from hdas_tf.search.config import SearchConfig
 
         return SearchConfig
-    from hdas_tf.train_job import TrainConfig
+    from hdas_tf.train.job import TrainConfig
 
     return TrainConfig
 
@@ -440,7 +440,7 @@ def synthetic_dataset(kind: str, batch: int, image_size: int, num_classes: int, 
 
 def distributed_step(strategy, fn):
     """``trainer.distributed_step``: the search loop's step function (imported late: TensorFlow is heavy)."""
-    from hdas_tf.trainer import distributed_step as step
+    from hdas_tf.run.loop import distributed_step as step
 
     return step(strategy, fn)
 
@@ -546,7 +546,7 @@ def measure_rounds(parts: dict, steps: int, warmup: int) -> dict:
 def run_benchmark(spec: BenchmarkSpec) -> dict:
     """Measures ``spec`` in this process and returns the result dict (see the module docstring; the fields are
     listed in README "Benchmark"). Call in a fresh process when peak memory matters."""
-    from hdas_tf.trainer import make_strategy, peak_rss_mib
+    from hdas_tf.run.loop import make_strategy, peak_rss_mib
 
     t_wall = time.perf_counter()
     strategy = make_strategy(spec.strategy)
@@ -574,7 +574,7 @@ def run_benchmark(spec: BenchmarkSpec) -> dict:
 
     result["threads"] = {"inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
                          "intra_op": tf.config.threading.get_intra_op_parallelism_threads()}
-    from hdas_tf import cpu_kernels
+    from hdas_tf.nn import cpu_kernels
 
     result["kernels"] = cpu_kernels.in_use()  # hdas_tf's CPU kernels or TF's (HDAS_TF_KERNELS)
     result["machine"] = machine_facts()
@@ -591,7 +591,7 @@ def _timing_fields(timing: dict, t_start: float, build_s: float) -> dict:
 
 def search_config(spec: BenchmarkSpec):
     """The ``SearchConfig`` of a search configuration."""
-    from hdas_tf.configs import SearchConfig
+    from hdas_tf.search.config import SearchConfig
 
     kind = SEARCH_CONFIGS[spec.config]
     return SearchConfig(
@@ -604,7 +604,7 @@ def search_config(spec: BenchmarkSpec):
 
 
 def _synthetic_info(spec: BenchmarkSpec):
-    from hdas_tf.data import DataInfo
+    from hdas_tf.data.pipeline import DataInfo
 
     return DataInfo(name="synthetic", num_classes=spec.num_classes, image_shape=(spec.image_size, spec.image_size, 3),
                     mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), class_names=None, num_train=TRAIN_EPOCH_IMAGES,
@@ -614,9 +614,9 @@ def _synthetic_info(spec: BenchmarkSpec):
 def _bench_search(spec: BenchmarkSpec, strategy) -> dict:
     import numpy as np
 
-    from hdas_tf import search_job
-    from hdas_tf.search_space import log10_space_size
-    from hdas_tf.trainer import peak_rss_mib
+    from hdas_tf.search import job as search_job
+    from hdas_tf.space.search_space import log10_space_size
+    from hdas_tf.run.loop import peak_rss_mib
 
     cfg = search_config(spec)
     search_job.configure_runtime(cfg)
@@ -667,7 +667,7 @@ def _bench_search(spec: BenchmarkSpec, strategy) -> dict:
 
 def train_config(spec: BenchmarkSpec):
     """The ``TrainConfig`` of the train and inference configurations (the DARTS CIFAR recipe otherwise)."""
-    from hdas_tf.train_job import TrainConfig
+    from hdas_tf.train.job import TrainConfig
 
     return TrainConfig(genotype=spec.genotype, init_channels=spec.init_channels or DEFAULT_CHANNELS[spec.config],
                        layers=spec.layers or DEFAULT_LAYERS[spec.config], pool_bn=spec.pool_bn,
@@ -678,8 +678,8 @@ def train_config(spec: BenchmarkSpec):
 
 def _build_eval_network(cfg, num_classes: int):
     """The evaluation network as ``train_job.TrainJob`` builds it (call inside the strategy scope)."""
-    from hdas_tf.eval_networks import build_eval_network
-    from hdas_tf.train_model import combine_genotypes
+    from hdas_tf.nn.eval_networks import build_eval_network
+    from hdas_tf.train.model import combine_genotypes
 
     return build_eval_network(combine_genotypes(cfg.genotype, cfg.stage_genotype), num_classes, cfg.init_channels,
                               cfg.layers, cfg.layout, auxiliary=cfg.auxiliary, pool_bn=cfg.pool_bn,
@@ -687,7 +687,7 @@ def _build_eval_network(cfg, num_classes: int):
 
 
 def _network_fields(cfg, network, image_shape) -> dict:
-    from hdas_tf.train_job import json_ready, network_sizes
+    from hdas_tf.train.job import json_ready, network_sizes
 
     sizes = network_sizes(network, image_shape)
     return {"genotype": cfg.genotype, "init_channels": cfg.init_channels, "layers": cfg.layers,
@@ -696,8 +696,8 @@ def _network_fields(cfg, network, image_shape) -> dict:
 
 
 def _bench_train(spec: BenchmarkSpec, strategy) -> dict:
-    from hdas_tf import search_job
-    from hdas_tf.train_job import build_training
+    from hdas_tf.search import job as search_job
+    from hdas_tf.train.job import build_training
 
     cfg = train_config(spec)
     search_job.configure_runtime(cfg)
@@ -720,7 +720,7 @@ def _bench_train(spec: BenchmarkSpec, strategy) -> dict:
 def _bench_inference(spec: BenchmarkSpec, strategy) -> dict:
     import tensorflow as tf
 
-    from hdas_tf import search_job
+    from hdas_tf.search import job as search_job
 
     cfg = train_config(spec)
     search_job.configure_runtime(cfg)
@@ -744,8 +744,9 @@ def _bench_input(spec: BenchmarkSpec, strategy) -> dict:
     """The search input pipeline alone, zipped and distributed as ``search_job.run_search`` does."""
     import tensorflow as tf
 
-    from hdas_tf import data, search_job
-    from hdas_tf.configs import SearchConfig
+    from hdas_tf.data import pipeline as data
+    from hdas_tf.search import job as search_job
+    from hdas_tf.search.config import SearchConfig
 
     search_job.configure_runtime(SearchConfig(seed=spec.seed, grappler=spec.grappler))
     t_start = time.perf_counter()
@@ -1019,7 +1020,7 @@ def run_pytorch(command: list[str]) -> dict:
 
 def _genotype_files(rows: list[StandardRow], directory: str) -> dict[str, str]:
     """A JSON file per ``--genotype`` the rows' PyTorch commands read (the PyTorch script reads files only)."""
-    from hdas_tf import genotypes
+    from hdas_tf.space import genotypes
 
     files = {}
     for row in rows:
@@ -1090,7 +1091,7 @@ def _one_row(i: int, n: int, row: StandardRow, passed: list[str], quick: bool, t
 
 def _write_run(out_dir: str, path: str, machine: dict, quick: bool, ordered: list[dict]) -> None:
     """results.json and README.md of the run so far (rewritten after every row: a stopped run keeps its rows)."""
-    from hdas_tf.trainer import write_json_atomic
+    from hdas_tf.run.loop import write_json_atomic
 
     date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     write_json_atomic(path, {"format": "hdas_tf.benchmark/1", "date": date, "machine": machine, "quick": quick,

@@ -46,7 +46,7 @@ def _tf_kernels(threads, hdas=False):
     lib = None
     if hdas:
         sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-        from hdas_tf import cpu_kernels
+        from hdas_tf.nn import cpu_kernels
         lib = cpu_kernels.library()
         if lib is None:
             raise SystemExit("hdas_tf's CPU kernels are not available here (see the warning above)")

@@ -1,0 +1,38 @@
+"""The flags of how a job runs on its host — threads, graph optimisation, recomputation, devices — shared by
+``hdas_tf.search`` and ``hdas_tf.train`` (one definition, so the two mains cannot drift). Each main adopts
+them as its key flags (``flags.adopt_module_key_flags``), so they are written to ``RUN_DIR/flags.cfg``.
+
+Light on purpose: absl and ``configs`` only; TensorFlow is imported when ``split_cpu`` runs.
+"""
+
+from __future__ import annotations
+
+from absl import flags
+
+from hdas_tf.search.config import STRATEGIES
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_boolean("grappler", False, "Enable TF graph optimisation (slower start; see BUILD_NOTES).")
+flags.DEFINE_boolean("op_tracebacks", False, "Keep TensorFlow's Python stack trace of every graph op, for the 'defined "
+                     "at' lines of runtime op errors (off: a faster first step and less memory; see BUILD_NOTES).")
+flags.DEFINE_integer("inter_op_threads", 0, "Ops run side by side; 0 = automatic (one per core on a CPU-only host).",
+                     lower_bound=0)
+flags.DEFINE_integer("intra_op_threads", 0, "Threads per op; 0 = automatic (on a CPU-only host 1 below a batch of "
+                     "64 — a supernet's many small ops parallelise better across ops — and 2 from 64 on).",
+                     lower_bound=0)
+flags.DEFINE_boolean("recompute", False, "Recompute conv activations in the backward pass instead of keeping them: "
+                     "much less memory (large batches), some extra compute.")
+flags.DEFINE_enum("strategy", "default", STRATEGIES, "tf.distribute strategy.")
+flags.DEFINE_integer("logical_cpus", 0, "Split the CPU into this many logical devices (to run 'mirrored' on CPU).",
+                     lower_bound=0)
+
+
+def split_cpu() -> None:
+    """Applies ``--logical_cpus`` (before anything initialises TensorFlow's devices)."""
+    if FLAGS.logical_cpus:
+        import tensorflow as tf
+
+        cpus = tf.config.list_physical_devices("CPU")
+        tf.config.set_logical_device_configuration(cpus[0],
+                                                   [tf.config.LogicalDeviceConfiguration()] * FLAGS.logical_cpus)

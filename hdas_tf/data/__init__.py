@@ -1,0 +1,1 @@
+"""Input pipelines: the bundled digits, TFDS sets, image folders, the search split and augmentation."""

@@ -1,0 +1,295 @@
+"""The search keras.Model: architecture variables beside the supernet weights, and the bi-level train_step.
+
+One ``train_step`` = an architecture step on a validation batch, then a weight step on a training batch
+(DARTS Alg. 1; DESIGN §5). It is written to run per replica inside ``strategy.run`` and gives the same
+update on one device as on several (KERAS_NOTES §1.2–1.4):
+
+- losses are averaged over the *global* batch, so gradients summed over replicas are the global mean;
+- weight gradients are all-reduced *before* the global-norm clip (Keras' ``global_clipnorm`` would clip
+  per replica), then divided by the replica count because ``apply_gradients`` sums again;
+- L2 weight decay is coupled (added to the gradient, PyTorch-style): Keras' ``weight_decay`` is decoupled.
+
+First order (default): ∇_A L_val(w, A) at the *current* weights. The official H-DAS code takes it on a
+copy of the network frozen at start-up; we do not (DESIGN §5).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import keras
+import tensorflow as tf
+
+from hdas_tf.nn import primitives
+from hdas_tf.run.optimizers import FlatSGD
+
+_PACKAGE = "hdas_tf"
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class CosineEpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """lr(e) = lr_min + (lr_max − lr_min)(1 + cos(π e / E)) / 2, constant within epoch e = ⌊step / steps_per_epoch⌋.
+
+    PyTorch's ``CosineAnnealingLR`` stepped once per epoch, as the DARTS family uses it.
+    """
+
+    def __init__(self, initial_learning_rate, min_learning_rate, epochs, steps_per_epoch):
+        if epochs < 1 or steps_per_epoch < 1:
+            raise ValueError(f"epochs and steps_per_epoch must be >= 1, received {epochs}, {steps_per_epoch}")
+        self.initial_learning_rate = float(initial_learning_rate)
+        self.min_learning_rate = float(min_learning_rate)
+        self.epochs = int(epochs)
+        self.steps_per_epoch = int(steps_per_epoch)
+
+    def __call__(self, step):
+        epoch = tf.math.floordiv(tf.cast(step, tf.float32), float(self.steps_per_epoch))
+        epoch = tf.minimum(epoch, float(self.epochs))
+        cosine = 0.5 * (1.0 + tf.cos(math.pi * epoch / self.epochs))
+        return self.min_learning_rate + (self.initial_learning_rate - self.min_learning_rate) * cosine
+
+    def get_config(self):
+        return dict(initial_learning_rate=self.initial_learning_rate, min_learning_rate=self.min_learning_rate,
+                    epochs=self.epochs, steps_per_epoch=self.steps_per_epoch)
+
+
+def _average_loss(labels, logits):
+    """Mean cross-entropy over the *global* batch: summed over replicas it is the global mean."""
+    per_example = keras.losses.sparse_categorical_crossentropy(labels, tf.cast(logits, tf.float32), from_logits=True)
+    n = tf.distribute.get_strategy().num_replicas_in_sync
+    global_batch = tf.shape(labels)[0] * n
+    return tf.reduce_sum(per_example) / tf.cast(global_batch, tf.float32)
+
+
+def _correct_share(labels, logits):
+    """Correct predictions divided by the global batch: summed over replicas it is the accuracy."""
+    n = tf.distribute.get_strategy().num_replicas_in_sync
+    pred = tf.argmax(logits, axis=-1, output_type=tf.int32)
+    correct = tf.reduce_sum(tf.cast(tf.equal(pred, tf.cast(labels, tf.int32)), tf.float32))
+    return correct / tf.cast(tf.shape(labels)[0] * n, tf.float32)
+
+
+def _all_reduce_sum(values):
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or tf.distribute.get_strategy().num_replicas_in_sync == 1:
+        return list(values)
+    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, list(values))
+
+
+def apply_weight_gradients(optimizer, grads, variables, grad_clip: float, weight_decay: float) -> None:
+    """The PyTorch-parity weight update, per replica: all-reduce the global-batch gradient shares, clip the
+    global norm (after aggregation — Keras' clipnorm would clip per replica), add coupled L2, step.
+
+    ``optimizer``: a ``FlatSGD`` (what the search and training jobs use: torch.optim.SGD on one flat vector) or
+    any Keras optimizer, whose ``apply_gradients`` sums over replicas again, hence the division by the
+    replica count (KERAS_NOTES §1.4)."""
+    if isinstance(optimizer, FlatSGD):
+        optimizer.apply(grads, variables, grad_clip, weight_decay)
+        return
+    n = tf.distribute.get_strategy().num_replicas_in_sync
+    grads = _all_reduce_sum(grads)
+    if grad_clip:
+        grads, _ = tf.clip_by_global_norm(grads, grad_clip)
+    grads = [(g + weight_decay * v) / n for g, v in zip(grads, variables)]
+    optimizer.apply_gradients(zip(grads, variables))
+
+
+class ArchitectureSearchModel(keras.Model):
+    """A supernet plus its architecture variables (α, β) and the bi-level ``train_step``.
+
+    Args:
+      supernet: a layer ``call(images, arch, training)`` taking raw architecture tensors by name.
+      arch_shapes: dict name → shape of the architecture variables (``SearchSpace.arch_shapes()``).
+      arch_regularizer: optional ``fn(arch: dict) -> (loss, {name: term})`` added to the architecture
+        loss (the depth and complexity terms of paper Eq. 6). Defaults to none.
+      unrolled: bool. Second-order architecture gradient (DARTS Eq. 7–8). Defaults to False.
+      weight_decay: float. Coupled L2 on the weights. Defaults to 3e-4.
+      arch_weight_decay: float. Coupled L2 on the architecture variables. Defaults to 1e-3.
+      grad_clip: float. Global-norm clip of the weight gradient after aggregation; 0 disables. Defaults to 5.
+      seed: int. Seed of α's initialisation 1e-3·N(0, 1).
+      recompute: bool. Keep only the inputs of each conv → BN block for the backward pass and recompute the
+        rest there (``primitives``): much less activation memory for some extra forward work. Defaults to False.
+    """
+
+    def __init__(self, supernet, arch_shapes: dict, arch_regularizer: Callable | None = None, unrolled=False,
+                 weight_decay=3e-4, arch_weight_decay=1e-3, grad_clip=5.0, seed=0, recompute=False, **kwargs):
+        super().__init__(**kwargs)
+        self.supernet = supernet
+        self.recompute = bool(recompute)
+        self.arch_regularizer = arch_regularizer
+        self.unrolled = bool(unrolled)
+        self.weight_decay, self.arch_weight_decay, self.grad_clip = weight_decay, arch_weight_decay, grad_clip
+        self.arch_names = tuple(arch_shapes)
+        self._arch = []
+        for i, (name, shape) in enumerate(arch_shapes.items()):
+            init = keras.initializers.RandomNormal(stddev=1e-3, seed=seed + i)
+            self._arch.append(self.add_weight(shape=tuple(shape), initializer=init, trainable=True, name=name))
+        self.w_optimizer = None
+        self.a_optimizer = None
+
+    # === variables ===
+
+    @property
+    def arch_variables(self) -> list:
+        return list(self._arch)
+
+    @property
+    def weight_variables(self) -> list:
+        # Partition by identity: KerasVariable overloads == element-wise (KERAS_NOTES §1.1).
+        arch = {id(v) for v in self._arch}
+        return [v for v in self.trainable_variables if id(v) not in arch]
+
+    def arch_dict(self) -> dict:
+        return {name: v for name, v in zip(self.arch_names, self._arch)}
+
+    def call(self, images, training=None):
+        with primitives.options(recompute=self.recompute):
+            return self.supernet(images, {n: v.value for n, v in zip(self.arch_names, self._arch)}, training=training)
+
+    def build_all(self, image_shape, w_optimizer, a_optimizer):
+        """Creates every variable (a call on a dummy batch) and both optimizers' slots.
+
+        Must run inside the strategy scope; building lazily inside ``strategy.run`` fails (KERAS_NOTES §1.1).
+        """
+        self.supernet.build((None, *image_shape))
+        self.built = True
+        self.w_optimizer, self.a_optimizer = w_optimizer, a_optimizer
+        w_optimizer.build(self.weight_variables)
+        a_optimizer.build(self.arch_variables)
+
+    # === the step ===
+
+    def _arch_regularization(self):
+        if self.arch_regularizer is None:
+            return tf.constant(0.0), {}
+        return self.arch_regularizer({n: v.value for n, v in zip(self.arch_names, self._arch)})
+
+    def train_step(self, data):
+        """One search step on a zipped ((x_train, y_train), (x_val, y_val)) per-replica batch: ``arch_step``,
+        then ``weight_step`` with the updated architecture.
+
+        Returns per-replica *shares* that sum over replicas to the global value: losses and accuracies
+        averaged over the global batch, and the regularizer terms divided by the replica count.
+        """
+        out = self.arch_step(data)
+        out.update(self.weight_step(data))
+        return out
+
+    def arch_step(self, data):
+        """The architecture half of a search step: one Adam step on ∇_A (L_val + reg) (first or second order).
+
+        Returns per-replica shares of ``loss_a``, ``acc_a``, ``arch_reg`` and the regularizer terms.
+        """
+        (xt, yt), (xv, yv) = data
+        n = tf.distribute.get_strategy().num_replicas_in_sync
+        av = self.arch_variables
+        if self.unrolled:
+            ga, loss_a, correct_a = self._unrolled_arch_grads(xt, yt, xv, yv)
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch([v.value for v in av])
+                reg, terms = self._arch_regularization()
+            greg = tape.gradient(reg, [v.value for v in av], unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            ga = [g + r / n for g, r in zip(ga, greg)]
+        else:
+            ga, loss_a, correct_a, reg, terms = self.arch_gradients(xv, yv)
+        # Coupled L2 (PyTorch Adam weight_decay): each replica adds its 1/n share, apply_gradients sums.
+        ga = [g + self.arch_weight_decay * v / n for g, v in zip(ga, av)]
+        self.a_optimizer.apply_gradients(zip(ga, av))
+        out = {"loss_a": loss_a, "acc_a": correct_a, "arch_reg": reg / n}
+        out.update({k: t / n for k, t in terms.items()})
+        return out
+
+    def weight_step(self, data):
+        """The weight half of a search step: one SGD step on the training batch at the current architecture.
+
+        Returns per-replica shares of ``loss_w`` and ``acc_w``.
+        """
+        (xt, yt), _ = data
+        wv = self.weight_variables
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            # The weights only: the tape then records nothing of the α → softmax path, and the conv blocks
+            # build no ∂/∂w_o (primitives.chain).
+            tape.watch([v.value for v in wv])
+            logits = self(xt, training=True)
+            loss_w = _average_loss(yt, logits)
+        gw = tape.gradient(loss_w, [v.value for v in wv], unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        apply_weight_gradients(self.w_optimizer, gw, wv, self.grad_clip, self.weight_decay)
+        return {"loss_w": loss_w, "acc_w": _correct_share(yt, logits)}
+
+    def arch_gradients(self, xv, yv):
+        """First-order ∇_A [L_val(w, A) + reg(A)/n] at the *current* weights (one replica's share).
+
+        Returns (gradients in ``arch_variables`` order, loss share, accuracy share, reg, reg terms).
+        """
+        n = tf.distribute.get_strategy().num_replicas_in_sync
+        av = [v.value for v in self._arch]
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(av)  # α/β only: no weight-gradient kernels are needed in the backward pass,
+            with primitives.options(weight_gradients=False):  # so the conv blocks do not even build them
+                logits_v = self(xv, training=True)  # BN in training mode on the val batch, as the reference
+            loss_a = _average_loss(yv, logits_v)
+            reg, terms = self._arch_regularization()
+            total = loss_a + reg / n
+        grads = tape.gradient(total, av, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return grads, loss_a, _correct_share(yv, logits_v), reg, terms
+
+    def _unrolled_arch_grads(self, xt, yt, xv, yv):
+        """Second-order ∇_A (DARTS Eq. 7–8; DESIGN §5), without mutating any variable.
+
+        w' = w − ξ∇_w L_train(w, A);  g = ∇_A L_val(w', A) − ξ [∇_A L_train(w⁺, A) − ∇_A L_train(w⁻, A)] / (2ε),
+        w± = w ± ε ∇_{w'} L_val(w', A), ε = 0.01 / ‖∇_{w'} L_val‖, ξ = the current weight learning rate.
+        Forward passes go through ``stateless_call``, so BN statistics of these virtual passes are dropped.
+        Returns global (all-reduced) gradients divided by the replica count, ready for ``apply_gradients``.
+        """
+        n = tf.distribute.get_strategy().num_replicas_in_sync
+        tv = list(self.trainable_variables)
+        ntv = [v.value for v in self.non_trainable_variables]
+        arch_ids = {id(v) for v in self._arch}
+        is_arch = [id(v) in arch_ids for v in tv]
+        xi = tf.cast(self.w_optimizer.learning_rate, tf.float32)
+
+        def loss_at(values, x, y):
+            logits, _ = self.stateless_call(values, ntv, x, training=True)
+            return _average_loss(y, logits), logits
+
+        w_idx = [i for i, a in enumerate(is_arch) if not a]
+        a_idx = [i for i, a in enumerate(is_arch) if a]
+
+        def grads_at(values, x, y, wrt, weight_gradients=True):
+            # Gradients w.r.t. values[i], i in wrt, only: the other values are constants of this pass, so
+            # their gradients are neither built nor all-reduced (the w± passes need ∇_A alone, like the
+            # first-order architecture step, and the conv blocks then leave out their filter gradients).
+            sources = [values[i] for i in wrt]
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(sources)
+                with primitives.options(weight_gradients=weight_gradients):
+                    loss, logits = loss_at(values, x, y)
+            grads = tape.gradient(loss, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            return _all_reduce_sum(grads), loss, logits
+
+        w0 = [tf.convert_to_tensor(v.value) for v in tv]
+
+        def shifted(scale, direction):
+            """w0 with its weights (not A) moved by scale · direction (one tensor per weight, w_idx order)."""
+            values = list(w0)
+            for i, d in zip(w_idx, direction):
+                values[i] = w0[i] + scale * d
+            return values
+
+        g_train, _, _ = grads_at(w0, xt, yt, w_idx)  # ∇_w L_train(w, A)
+        w_prime = shifted(-xi, g_train)
+        g_val, loss_v, logits_v = grads_at(w_prime, xv, yv, a_idx + w_idx)  # ∇_A and ∇_{w'} of L_val(w', A)
+        d_arch, d_w = g_val[:len(a_idx)], g_val[len(a_idx):]
+        eps = 0.01 / (tf.linalg.global_norm(d_w) + 1e-12)
+
+        def arch_grad_at(sign):
+            g, _, _ = grads_at(shifted(sign * eps, d_w), xt, yt, a_idx, weight_gradients=False)  # ∇_A L_train(w±, A)
+            return g
+
+        g_plus, g_minus = arch_grad_at(1.0), arch_grad_at(-1.0)
+        # Note the division by 2ε: several public copies multiply by ε/2 instead.
+        grads = [(da - xi * (p - m) / (2.0 * eps)) / n for da, p, m in zip(d_arch, g_plus, g_minus)]
+        # Order of self._arch equals the order of arch entries in trainable_variables.
+        order = {id(v): i for i, v in enumerate(v for v, a in zip(tv, is_arch) if a)}
+        grads = [grads[order[id(v)]] for v in self._arch]
+        return grads, loss_v, _correct_share(yv, logits_v)

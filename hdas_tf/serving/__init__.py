@@ -1,0 +1,1 @@
+"""Serving: export of trained evaluation networks as TF Serving SavedModels."""

@@ -1,0 +1,233 @@
+"""StacNAS operator clusters (DESIGN §5 "StacNAS mode"): the cluster set, stage 1's op set of one
+representative per cluster, the per-edge winning clusters that stage 1 hands to stage 2, and stage 2's
+per-edge op sets.
+
+StacNAS (Li et al., 2019) searches in two stages. Ops whose outputs are strongly correlated (the two
+separable convolutions, say) split the α mass of an edge between them in a DARTS search, so a strong kind of
+op can lose to a weaker one that has no sibling. Stage 1 therefore searches over *clusters*, one
+representative op standing for each; stage 2 restricts every edge to the members of the cluster that won it
+in stage 1, plus 'none', and searches again (on a deeper supernet).
+
+The clusters are data: ``DEFAULT_CLUSTERS``, or a ``hdas_tf.clusters/1`` JSON document (``load_clusters``).
+The hand-off is an ``EdgeClusters`` document (``hdas_tf.edge_clusters/1``) that a stage-1 search writes as
+``RUN_DIR/edge_clusters.json`` (and per epoch under ``genotypes/``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+
+from hdas_tf.space.genotypes import alpha_matrix
+from hdas_tf.nn.ops import CELL_OPS
+
+CLUSTERS_FORMAT = "hdas_tf.clusters/1"
+EDGE_CLUSTERS_FORMAT = "hdas_tf.edge_clusters/1"
+HANDOFF_NAME = "edge_clusters"  # RUN_DIR/edge_clusters.json
+
+
+@dataclasses.dataclass(frozen=True)
+class Cluster:
+    """A named group of cell ops; ``representative`` stands for the group in stage 1 (default: the first op)."""
+
+    name: str
+    ops: tuple[str, ...]
+    representative: str | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "ops", tuple(self.ops))
+        if self.representative is None and self.ops:
+            object.__setattr__(self, "representative", self.ops[0])
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "ops": list(self.ops), "representative": self.representative}
+
+
+# DESIGN §5: {pooling: max/avg}, {skip}, {separable: sep3/sep5}, {dilated: dil3/dil5}; 'none' is not a
+# cluster, it is searched beside them in both stages.
+DEFAULT_CLUSTERS = (
+    Cluster("pooling", ("max_pool_3x3", "avg_pool_3x3")),
+    Cluster("skip", ("skip_connect",)),
+    Cluster("separable", ("sep_conv_3x3", "sep_conv_5x5")),
+    Cluster("dilated", ("dil_conv_3x3", "dil_conv_5x5")),
+)
+
+
+def validate_clusters(clusters, where: str = "clusters") -> tuple[Cluster, ...]:
+    """Checks a cluster set and returns it as a tuple; every error names the offending cluster."""
+    clusters = tuple(clusters)
+    if not clusters:
+        raise ValueError(f"{where}: no clusters")
+    seen_names, seen_ops = set(), {}
+    for c in clusters:
+        if not isinstance(c, Cluster):
+            raise ValueError(f"{where}: expected Cluster entries, got {c!r}")
+        if not isinstance(c.name, str) or not c.name:
+            raise ValueError(f"{where}: a cluster needs a non-empty name, got {c.name!r}")
+        if c.name in seen_names:
+            raise ValueError(f"{where}: cluster name {c.name!r} appears twice")
+        seen_names.add(c.name)
+        if not c.ops:
+            raise ValueError(f"{where}: cluster {c.name!r} has no ops")
+        for op in c.ops:
+            if op == "none":
+                raise ValueError(f"{where}: cluster {c.name!r} lists 'none'; 'none' is searched beside the "
+                                 "clusters, not inside one")
+            if op not in CELL_OPS:
+                raise ValueError(f"{where}: cluster {c.name!r} has unknown op {op!r}; known ops: "
+                                 f"{', '.join(o for o in CELL_OPS if o != 'none')}")
+            if op in seen_ops:
+                raise ValueError(f"{where}: op {op!r} is in both cluster {seen_ops[op]!r} and {c.name!r}")
+            seen_ops[op] = c.name
+        if c.representative not in c.ops:
+            raise ValueError(f"{where}: representative {c.representative!r} of cluster {c.name!r} is not one of "
+                             f"its ops {list(c.ops)}")
+    return clusters
+
+
+def clusters_from_dict(doc, where: str = "clusters document") -> tuple[Cluster, ...]:
+    """The cluster set of a ``hdas_tf.clusters/1`` document: ``{"format": ..., "clusters": [{"name": ...,
+    "ops": [...], "representative": ...}, ...]}`` (``representative`` optional)."""
+    if not isinstance(doc, dict) or "clusters" not in doc:
+        raise ValueError(f"{where}: expected a JSON object with a 'clusters' list")
+    if doc.get("format", CLUSTERS_FORMAT) != CLUSTERS_FORMAT:
+        raise ValueError(f"{where}: unsupported format {doc['format']!r}; this version reads {CLUSTERS_FORMAT!r}")
+    entries = doc["clusters"]
+    if not isinstance(entries, list):
+        raise ValueError(f"{where}: 'clusters' must be a list")
+    out = []
+    for n, e in enumerate(entries):
+        if not isinstance(e, dict) or not isinstance(e.get("ops"), list) or "name" not in e:
+            raise ValueError(f"{where}: cluster #{n} must be an object with 'name' and an 'ops' list, got {e!r}")
+        unknown = set(e) - {"name", "ops", "representative"}
+        if unknown:
+            raise ValueError(f"{where}: cluster #{n} has unknown keys {sorted(unknown)}")
+        out.append(Cluster(e["name"], tuple(e["ops"]), e.get("representative")))
+    return validate_clusters(out, where)
+
+
+def clusters_to_dict(clusters) -> dict:
+    return {"format": CLUSTERS_FORMAT, "clusters": [c.to_dict() for c in validate_clusters(clusters)]}
+
+
+def _read_json(path, what: str):
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"{what} file {path!r} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"cannot read {what} file {path!r}: {e}") from None
+
+
+def load_clusters(path) -> tuple[Cluster, ...]:
+    """A cluster set from a JSON file (``clusters_from_dict``); errors name the file."""
+    return clusters_from_dict(_read_json(path, "clusters"), where=f"clusters file {os.fspath(path)!r}")
+
+
+def _canonical(ops) -> tuple[str, ...]:
+    return tuple(o for o in CELL_OPS if o in set(ops))
+
+
+def representative_ops(clusters) -> tuple[str, ...]:
+    """Stage 1's cell op set: one representative per cluster plus 'none', in canonical (α) order."""
+    return _canonical([c.representative for c in validate_clusters(clusters)] + ["none"])
+
+
+@dataclasses.dataclass(frozen=True)
+class EdgeClusters:
+    """The stage-1 → stage-2 hand-off: per α group (``normal``/``reduce``, or the five H^c-DAS groups), the
+    name of the cluster that won each edge, edges in α row order (node by node, then by source)."""
+
+    clusters: tuple[Cluster, ...]
+    steps: int
+    cells: tuple[tuple[str, tuple[str, ...]], ...]  # (group, per-edge cluster names)
+
+    def __post_init__(self):
+        object.__setattr__(self, "clusters", validate_clusters(self.clusters, "edge clusters"))
+        cells = tuple((g, tuple(names)) for g, names in (self.cells.items() if isinstance(self.cells, dict)
+                                                          else self.cells))
+        object.__setattr__(self, "cells", cells)
+        if not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"edge clusters: steps must be a positive integer, got {self.steps!r}")
+        edges = sum(i + 2 for i in range(self.steps))
+        known = {c.name for c in self.clusters}
+        if not cells:
+            raise ValueError("edge clusters: no cell groups")
+        for group, names in cells:
+            if len(names) != edges:
+                raise ValueError(f"edge clusters: group {group!r} has {len(names)} edges; {self.steps} nodes "
+                                 f"have {edges}")
+            for k, name in enumerate(names):
+                if name not in known:
+                    raise ValueError(f"edge clusters: edge {k} of group {group!r} names unknown cluster {name!r}; "
+                                     f"clusters: {sorted(known)}")
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        return tuple(g for g, _ in self.cells)
+
+    def edge_ops(self) -> tuple[tuple[str, tuple[tuple[str, ...], ...]], ...]:
+        """Stage 2's per-edge op sets: the winning cluster's members plus 'none', in canonical order, as
+        ``SearchSpace.edge_ops`` takes them."""
+        members = {c.name: c.ops for c in self.clusters}
+        return tuple((g, tuple(_canonical(members[n] + ("none",)) for n in names)) for g, names in self.cells)
+
+    def op_union(self) -> tuple[str, ...]:
+        """Every op any edge of stage 2 may use, 'none' included, in canonical order (α's last axis)."""
+        return _canonical({op for _, per_edge in self.edge_ops() for ops in per_edge for op in ops})
+
+    def to_dict(self) -> dict:
+        return {"format": EDGE_CLUSTERS_FORMAT, "steps": self.steps,
+                "clusters": [c.to_dict() for c in self.clusters],
+                "cells": {g: list(names) for g, names in self.cells}}
+
+    @classmethod
+    def from_dict(cls, doc, where: str = "edge clusters document") -> EdgeClusters:
+        if not isinstance(doc, dict):
+            raise ValueError(f"{where}: expected a JSON object")
+        if doc.get("format") != EDGE_CLUSTERS_FORMAT:
+            raise ValueError(f"{where}: format must be {EDGE_CLUSTERS_FORMAT!r} (a StacNAS stage-1 search writes "
+                             f"RUN_DIR/{HANDOFF_NAME}.json), got {doc.get('format')!r}")
+        missing = {"steps", "clusters", "cells"} - set(doc)
+        if missing:
+            raise ValueError(f"{where}: missing keys {sorted(missing)}")
+        if not isinstance(doc["cells"], dict) or not all(isinstance(v, list) for v in doc["cells"].values()):
+            raise ValueError(f"{where}: 'cells' must map each cell group to a list of cluster names")
+        clusters = clusters_from_dict({"clusters": doc["clusters"]}, where)
+        try:
+            return cls(clusters, doc["steps"], tuple(doc["cells"].items()))
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+
+    @classmethod
+    def load(cls, path) -> EdgeClusters:
+        return cls.from_dict(_read_json(path, "edge clusters"), where=f"edge clusters file {os.fspath(path)!r}")
+
+
+def derive_edge_clusters(arch: dict, clusters, op_names, groups, steps: int = 4) -> EdgeClusters:
+    """Stage 1 → stage 2: the cluster of each edge's strongest non-'none' op (argmax of α over the
+    representatives; softmax is monotonic, so raw α and probabilities agree). Ties go to the lower column.
+
+    Args:
+      arch: name → array; ``alpha_{group}`` of shape [edges, len(op_names)] for every group.
+      clusters: the stage-1 cluster set; ``op_names`` must be its ``representative_ops``.
+      groups: the cell α groups, in order.
+    """
+    clusters = validate_clusters(clusters)
+    if tuple(op_names) != representative_ops(clusters):
+        raise ValueError(f"stage-1 op set {list(op_names)} is not the clusters' representatives + 'none' "
+                         f"{list(representative_ops(clusters))}")
+    by_rep = {c.representative: c.name for c in clusters}
+    columns = [o for o, name in enumerate(op_names) if name != "none"]
+    shape = (sum(i + 2 for i in range(steps)), len(op_names))
+    cells = []
+    for g in groups:
+        a = alpha_matrix(arch[f"alpha_{g}"], shape, f"alpha_{g}")
+        best = [columns[int(np.argmax(row[columns]))] for row in a]
+        cells.append((g, tuple(by_rep[op_names[o]] for o in best)))
+    return EdgeClusters(clusters, steps, tuple(cells))

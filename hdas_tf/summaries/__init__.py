@@ -1,0 +1,1 @@
+"""TensorBoard logging and human-readable views of architectures."""

@@ -1,0 +1,1 @@
+"""Training a derived genotype from scratch: the training model and the training job."""

@@ -1,0 +1,221 @@
+"""Training a derived network from scratch: the genotype to train, the learning-rate schedules, and the
+``TrainingModel`` whose ``train_step`` adds the weighted auxiliary loss (DESIGN §4, §7).
+
+The step follows the search model's weight step (``search_model.py``; KERAS_NOTES §1.2–1.4) so that one
+device and several replicas give the same update:
+
+- the loss is averaged over the *global* batch, so gradients summed over replicas are the global mean;
+- gradients are all-reduced *before* the global-norm clip (Keras' ``global_clipnorm`` clips per replica);
+- L2 weight decay is coupled, added to the clipped gradient as PyTorch's SGD ``weight_decay`` does
+  (Keras' ``weight_decay`` is decoupled), on every trainable variable, as the DARTS reference;
+- the sum is divided by the replica count because ``apply_gradients`` sums over replicas again.
+
+Loss (DARTS ``train.py``): CE(logits) + auxiliary_weight · CE(aux_logits), both with the same label
+smoothing (ImageNet recipe: 0.1, as the reference applies its smoothed criterion to both heads).
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from hdas_tf.nn import primitives
+from hdas_tf.nn.eval_networks import ChainNetwork, StageNetwork, as_genotype
+from hdas_tf.space.genotypes import Genotype
+from hdas_tf.search.model import _correct_share, apply_weight_gradients
+
+_PACKAGE = "hdas_tf"
+
+
+# === the genotype ===
+
+
+def combine_genotypes(genotype, stage_genotype=None) -> Genotype:
+    """The genotype to build: ``genotype``'s cells, with the stage DAGs of ``stage_genotype`` when given.
+
+    Args:
+      genotype: a registry name, a genotype file, a Genotype or its dict. Must carry cells; it may also
+        carry stage DAGs (or stage lengths), which make the network a stage network.
+      stage_genotype: optional, same forms. Its stage DAGs (or stage lengths) add to or replace those of
+        ``genotype``, so any published cell combines with any searched DAG (the paper's "H^s-DAS with
+        cell in P-DARTS").
+    """
+    cells = as_genotype(genotype)
+    if cells.cells is None:
+        raise ValueError(f"genotype {cells.name!r} has stage DAGs but no cells; pass a cell genotype (e.g. "
+                         f"DARTS_V2) as the genotype and this one as the stage genotype")
+    if stage_genotype is None:
+        return cells
+    stages = as_genotype(stage_genotype)
+    if stages.stages is None and stages.stage_lengths is None:
+        raise ValueError(f"stage genotype {stages.name!r} has no stage DAGs and no stage lengths")
+    return cells.with_stages(stages)
+
+
+# === learning-rate schedules (per epoch, as the reference steps its PyTorch schedulers) ===
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ExponentialEpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """lr(e) = lr_0 · decay^e, constant within epoch e = ⌊step / steps_per_epoch⌋ (PyTorch ``StepLR(1, γ)``,
+    the DARTS ImageNet recipe with γ = 0.97)."""
+
+    def __init__(self, initial_learning_rate, decay, steps_per_epoch):
+        if not 0.0 < decay <= 1.0 or steps_per_epoch < 1:
+            raise ValueError(f"ExponentialEpochSchedule: decay must be in (0, 1] and steps_per_epoch >= 1, "
+                             f"received {decay}, {steps_per_epoch}")
+        self.initial_learning_rate = float(initial_learning_rate)
+        self.decay = float(decay)
+        self.steps_per_epoch = int(steps_per_epoch)
+
+    def __call__(self, step):
+        epoch = tf.math.floordiv(tf.cast(step, tf.float32), float(self.steps_per_epoch))
+        return self.initial_learning_rate * tf.pow(self.decay, epoch)
+
+    def get_config(self):
+        return dict(initial_learning_rate=self.initial_learning_rate, decay=self.decay,
+                    steps_per_epoch=self.steps_per_epoch)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up per step into another schedule: lr(t) = base(T) · (t + 1) / T for t < T, then base(t).
+
+    It ends at the value the base schedule has at step T, so the rate is continuous there.
+    """
+
+    def __init__(self, schedule, warmup_steps):
+        if warmup_steps < 1:
+            raise ValueError(f"LinearWarmup: warmup_steps must be >= 1, received {warmup_steps}")
+        if isinstance(schedule, dict):
+            schedule = keras.optimizers.schedules.deserialize(schedule)
+        self.schedule = schedule
+        self.warmup_steps = int(warmup_steps)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        warm = self.schedule(float(self.warmup_steps)) * (step + 1.0) / float(self.warmup_steps)
+        return tf.where(step < float(self.warmup_steps), warm, self.schedule(step))
+
+    def get_config(self):
+        return dict(schedule=keras.optimizers.schedules.serialize(self.schedule), warmup_steps=self.warmup_steps)
+
+
+def learning_rate_schedule(kind: str, initial: float, epochs: int, steps_per_epoch: int, minimum: float = 0.0,
+                           decay: float = 0.97, warmup_epochs: int = 0):
+    """The training schedule: "cosine" (per epoch from ``initial`` to ``minimum``, PyTorch
+    ``CosineAnnealingLR``; the CIFAR recipe anneals to 0) or "exponential" (×``decay`` per epoch), each
+    optionally after ``warmup_epochs`` of linear per-step warm-up."""
+    from hdas_tf.search.model import CosineEpochSchedule  # one cosine-per-epoch schedule for search and training
+
+    if kind == "cosine":
+        schedule = CosineEpochSchedule(initial, minimum, epochs, steps_per_epoch)
+    elif kind == "exponential":
+        schedule = ExponentialEpochSchedule(initial, decay, steps_per_epoch)
+    else:
+        raise ValueError(f"learning-rate schedule must be 'cosine' or 'exponential', received {kind!r}")
+    if warmup_epochs:
+        schedule = LinearWarmup(schedule, warmup_epochs * steps_per_epoch)
+    return schedule
+
+
+# === the model ===
+
+
+def _smoothed_average_loss(labels, logits, label_smoothing):
+    """Cross-entropy with label smoothing (targets (1 − ε)·onehot + ε/K) summed over this replica's examples
+    and divided by the *global* batch: summed over replicas it is the global mean."""
+    logits = tf.cast(logits, tf.float32)
+    targets = tf.one_hot(tf.cast(labels, tf.int32), tf.shape(logits)[-1])
+    per_example = keras.losses.categorical_crossentropy(targets, logits, from_logits=True,
+                                                        label_smoothing=label_smoothing)
+    n = tf.distribute.get_strategy().num_replicas_in_sync
+    return tf.reduce_sum(per_example) / tf.cast(tf.shape(labels)[0] * n, tf.float32)
+
+
+class TrainingModel(keras.Model):
+    """An evaluation network with its optimizer and the supervised ``train_step`` / ``test_step``.
+
+    The network (``ChainNetwork`` or ``StageNetwork``) is what is saved as ``model.keras``; this wrapper
+    only adds the training recipe and is not serialised.
+
+    Args:
+      network: ChainNetwork or StageNetwork.
+      auxiliary_weight: float. Weight of the auxiliary head's loss (DARTS: 0.4). Used when the network has
+        the head.
+      weight_decay: float. Coupled L2 on every trainable variable. Defaults to 3e-4.
+      grad_clip: float. Global-norm clip after cross-replica aggregation; 0 disables. Defaults to 5.
+      label_smoothing: float. ε of both losses. Defaults to 0.
+      recompute: bool. Keep only the inputs of each conv → BN block for the backward pass and recompute the
+        rest there (``primitives``): less activation memory for some extra forward work. Defaults to False.
+    """
+
+    def __init__(self, network, auxiliary_weight: float = 0.4, weight_decay: float = 3e-4, grad_clip: float = 5.0,
+                 label_smoothing: float = 0.0, recompute: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(network, (ChainNetwork, StageNetwork)):
+            raise ValueError(f"TrainingModel expects a ChainNetwork or StageNetwork, received {type(network).__name__}")
+        for name, value in dict(auxiliary_weight=auxiliary_weight, weight_decay=weight_decay,
+                                grad_clip=grad_clip).items():
+            if value < 0:
+                raise ValueError(f"TrainingModel: {name} must be >= 0, received {value}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"TrainingModel: label_smoothing must be in [0, 1), received {label_smoothing}")
+        self.network = network
+        self.auxiliary_weight, self.weight_decay = float(auxiliary_weight), float(weight_decay)
+        self.grad_clip, self.label_smoothing = float(grad_clip), float(label_smoothing)
+        self.recompute = bool(recompute)
+        self.w_optimizer = None
+
+    def call(self, images, training=None):
+        return self.network(images, training=training)
+
+    def build_all(self, image_shape, optimizer):
+        """Creates every variable from shapes and the optimizer's slots. Call inside the strategy scope:
+        building lazily inside ``strategy.run`` fails (KERAS_NOTES §1.1)."""
+        self.network.build((None, *image_shape))
+        self.built = True
+        self.w_optimizer = optimizer
+        optimizer.build(self.network.trainable_variables)
+
+    def losses_of(self, labels, outputs):
+        """(total, main, auxiliary) loss shares of one replica for the network's training outputs, and the
+        main logits. Without an auxiliary head the total is the main loss and the auxiliary share is 0."""
+        if isinstance(outputs, (tuple, list)):
+            logits, aux_logits = outputs
+        else:
+            logits, aux_logits = outputs, None
+        main = _smoothed_average_loss(labels, logits, self.label_smoothing)
+        if aux_logits is None:
+            return main, main, tf.zeros_like(main), logits
+        aux = _smoothed_average_loss(labels, aux_logits, self.label_smoothing)
+        return main + self.auxiliary_weight * aux, main, aux, logits
+
+    def train_step(self, data):
+        """One SGD step on a per-replica ``(images, labels)`` batch.
+
+        Returns per-replica *shares* that sum over replicas to the global value: ``loss`` (the optimised
+        total), ``loss_main``, ``loss_aux`` and ``acc`` (of the main logits).
+        """
+        images, labels = data
+        variables = self.network.trainable_variables
+        with tf.GradientTape() as tape, primitives.options(recompute=self.recompute):
+            outputs = self.network(images, training=True)
+            loss, main, aux, logits = self.losses_of(labels, outputs)
+        grads = tape.gradient(loss, [v.value for v in variables], unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        apply_weight_gradients(self.w_optimizer, grads, variables, self.grad_clip, self.weight_decay)
+        return {"loss": loss, "loss_main": main, "loss_aux": aux, "acc": _correct_share(labels, logits)}
+
+    def test_step(self, data):
+        """Inference (no auxiliary head, no drop path, BN running statistics) on a per-replica batch.
+
+        Returns per-replica *sums* (not shares: the last evaluation batch may be partial): ``loss_sum``
+        (plain cross-entropy, no smoothing), ``correct`` and ``count``.
+        """
+        images, labels = data
+        logits = tf.cast(self.network(images, training=False), tf.float32)
+        per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+        pred = tf.argmax(logits, axis=-1, output_type=tf.int32)
+        correct = tf.reduce_sum(tf.cast(tf.equal(pred, tf.cast(labels, tf.int32)), tf.float32))
+        return {"loss_sum": tf.reduce_sum(per_example), "correct": correct,
+                "count": tf.cast(tf.shape(labels)[0], tf.float32)}
