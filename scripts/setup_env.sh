@@ -9,8 +9,9 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$ROOT/requirements-test.txt"
+# hdas_tf itself, editable (pyproject.toml): `python -m hdas_tf.<entry>` then runs from any directory.
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e "$ROOT"
 export PATH="$VENV/bin:$PATH"
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 # hdas_tf's CPU kernels (hdas_tf/nn/csrc), compiled once per machine into a cache (about 30 s), so that no run pays
 # for it before its first step. Without a C++ compiler this prints why and TF's kernels are used instead.

@@ -1,12 +1,12 @@
-"""pytest configuration shared by all tests: import hdas_tf from the checkout, two logical CPUs, absl flags."""
+"""pytest configuration shared by all tests: two logical CPUs, absl flags, the `slow` marker.
+
+hdas_tf is imported as installed (scripts/setup_env.sh installs the checkout editable), or from PYTHONPATH.
+"""
 
 import os
-import sys
 
 import pytest
 
-# Run from a checkout without installing the package.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
