@@ -118,7 +118,10 @@ def test_cli_writes_one_integer_version_with_assets_and_extras(exported, trained
 def test_clean_process_without_hdas_tf_matches_keras(exported, trained, tmp_path):
     images = trained["images"]
     np.save(tmp_path / "x.npy", images)
+    # hdas_tf is installed in the environment, so hide it as a serving host without the library would.
     script = textwrap.dedent(f"""
+        import sys
+        sys.modules["hdas_tf"] = None  # any import of hdas_tf, direct or by TensorFlow, now fails
         import numpy as np
         try:
             import hdas_tf
