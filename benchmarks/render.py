@@ -122,8 +122,8 @@ optimisation, first run) is followed by warm-up steps, then the timed steps; eve
 - first step s: from the start of model construction to the end of the first step.
 - overhead: search step ÷ (plain forward+backward of the supernet on the validation batch + the same on the
   training batch), medians of the three timed in rounds (step, validation pass, training pass) in the same
-  process, so that the host's drift weighs on both sides (rows of code before the rounds, 8da2abf and
-  older, timed the passes after the step and divide s/step).
+  process, so that the host's drift weighs on both sides (rows without `overhead_step_s_median` in
+  `results.json` come from code that timed the passes after the step, and divide s/step).
 - ref: the PyTorch reference on this kind of machine (2 cores, median of 10 steps after 3 warm-up).
   speed-up = img/s ÷ ref img/s (above 1 is faster); memory ratio = peak RSS ÷ ref peak RSS (below 1 is
   smaller).
@@ -133,8 +133,11 @@ optimisation, first run) is followed by warm-up steps, then the timed steps; eve
 """
 
 
-def render_readme(results: list[dict], machine: dict | None = None, date: str | None = None) -> str:
-    """``benchmarks/README.md``: the method, the machine and the table (or a note that nothing was run yet)."""
+def render_readme(results: list[dict], machine: dict | None = None) -> str:
+    """``benchmarks/README.md``: the method, the machine and the table (or a note that nothing was run yet).
+
+    The code version and date of each row stay in ``results.json``: the page shows what was measured.
+    """
     parts = [README_INTRO]
     if not results:
         parts.append("No results yet: they are written here by a real run of the standard set on the machine it "
@@ -143,13 +146,11 @@ def render_readme(results: list[dict], machine: dict | None = None, date: str | 
     if machine:
         parts.append(f"Machine: {machine.get('cpu_model')}, {machine.get('logical_cores')} logical cores, "
                      f"{machine.get('memory_total_gib')} GiB; TensorFlow {machine.get('tensorflow')}, Keras "
-                     f"{machine.get('keras')}, Python {machine.get('python')}." + (f" Run {date}." if date else ""))
+                     f"{machine.get('keras')}, Python {machine.get('python')}.")
     done = [r for r in results if "error" not in r]
-    versions = sorted({str(r.get("code_version")) for r in done})
     counts = sorted({(r["steps"], r["warmup"]) for r in done})
     if counts:
-        parts.append("Timed steps after warm-up: " + "; ".join(f"{s} after {w}" for s, w in counts)
-                     + f". Code: {', '.join(versions)}.")
+        parts.append("Timed steps after warm-up: " + "; ".join(f"{s} after {w}" for s, w in counts) + ".")
     parts.append("\n" + standard_table(results) + "\n")
     timed = [r["pytorch"] for r in results if "error" not in r.get("pytorch", {"error": None})]
     if timed:

@@ -105,4 +105,4 @@ def _write_run(out_dir: str, path: str, machine: dict, quick: bool, ordered: lis
     date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     write_json_atomic(path, {"format": "hdas_tf.benchmark/1", "date": date, "machine": machine, "quick": quick,
                              "results": ordered})
-    write_text_atomic(os.path.join(out_dir, "README.md"), render_readme(ordered, machine, date))
+    write_text_atomic(os.path.join(out_dir, "README.md"), render_readme(ordered, machine))
