@@ -1,24 +1,21 @@
-"""`python -m hdas_tf.benchmark`: time the real search and training steps (``hdas_tf.benchmarking``).
+"""`python -m hdas_tf.benchmark`: time one configuration's real step (``hdas_tf.timing``).
 
-Flags → a ``BenchmarkSpec`` → ``run_benchmark`` (one configuration, a table or one JSON object) or
-``run_standard`` (the standard set, a process per row, into ``benchmarks/``).
+Flags → a ``BenchmarkSpec`` → ``run_benchmark`` → a table, or one JSON object with ``--json``. The standard set
+of configurations is run from the repository root: ``python -m benchmarks.standard``.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import sys
 
 from absl import app, flags, logging
 
-from hdas_tf.benchmarking import (CONFIGS, DEFAULT_BATCH, PASSED_TO_ROWS, QUICK_STEPS, QUICK_WARMUP, ROW_FLAGS,
-                                  ROWS_BY_NAME, SEARCH_CONFIGS, STANDARD_ROWS, BenchmarkSpec, SpecError, format_report,
-                                  run_benchmark, run_standard, search_config, train_config)
+from hdas_tf.timing.report import format_report
+from hdas_tf.timing.spec import (CONFIGS, DEFAULT_BATCH, SEARCH_CONFIGS, BenchmarkSpec, SpecError, search_config,
+                                 train_config)
+from hdas_tf.timing.steps import run_benchmark
 
 FLAGS = flags.FLAGS
-
-# === flags and main ===
 
 flags.DEFINE_enum("config", "cell_search", CONFIGS,
                   "What to measure: cell_search (DARTS / H^c-DAS chain supernet), stage_search (H^s-DAS stage "
@@ -61,17 +58,6 @@ flags.DEFINE_string("recompute", None, "Forwarded as the 'recompute' field of Se
                     "version has that field; an error otherwise.")
 flags.DEFINE_multi_string("config_override", [], "FIELD=VALUE: set any other SearchConfig (searches) or TrainConfig "
                           "(train, inference) field, checked against the dataclass and parsed by its type. Repeatable.")
-flags.DEFINE_boolean("standard", False, "Run the standard set, each row in its own process, into --out_dir.")
-flags.DEFINE_list("rows", None, "With --standard: only these rows (names from --list_rows); merged into an existing "
-                  "results.json.")
-flags.DEFINE_string("out_dir", "benchmarks", "With --standard: where results.json and README.md are written.")
-flags.DEFINE_boolean("quick", False, f"With --standard: {QUICK_STEPS} timed steps after {QUICK_WARMUP} warm-up per row "
-                     "(a smoke run; full-size models still).")
-flags.DEFINE_string("pytorch_python", None, "With --standard: a Python interpreter with torch installed (scripts/"
-                    "benchmark.sh --with_pytorch makes .venv-torch with torch 2.13.0). Every row that has a PyTorch "
-                    "counterpart is then also timed in plain PyTorch (benchmarks/torch_reference/darts_torch.py) on "
-                    "this host, right before the row, and README.md compares the two.")
-flags.DEFINE_boolean("list_rows", False, "Print the standard rows and exit.")
 
 
 def spec_from_flags() -> BenchmarkSpec:
@@ -113,46 +99,10 @@ def spec_from_flags() -> BenchmarkSpec:
     return spec
 
 
-def _standard_main() -> int:
-    fixed = [f"--{name}" for name in ROW_FLAGS if FLAGS[name].present]
-    if fixed:
-        raise app.UsageError(f"{', '.join(fixed)}: every standard row fixes these; run one configuration without "
-                             f"--standard instead (--standard passes on only --{', --'.join(PASSED_TO_ROWS)}, "
-                             "--recompute and --config_override)")
-    names = FLAGS.rows
-    unknown = [n for n in names or () if n not in ROWS_BY_NAME]
-    if unknown:
-        raise app.UsageError(f"--rows: unknown row(s) {', '.join(unknown)}; known: {', '.join(ROWS_BY_NAME)}")
-    passed = [FLAGS[name].serialize() for name in PASSED_TO_ROWS if FLAGS[name].present]
-    if FLAGS.recompute is not None:
-        passed.append(f"--recompute={FLAGS.recompute}")
-    passed += [f"--config_override={item}" for item in FLAGS.config_override]
-    python = FLAGS.pytorch_python
-    if python is not None and not (os.path.isfile(python) and os.access(python, os.X_OK)):
-        raise app.UsageError(f"--pytorch_python={python}: not an executable file (make one with "
-                             "`bash scripts/benchmark.sh --with_pytorch`, or point it at a Python with torch)")
-    os.makedirs(FLAGS.out_dir, exist_ok=True)
-    results = run_standard(names, FLAGS.out_dir, passed, quick=FLAGS.quick, pytorch_python=python)
-    failed = [r["row"] for r in results if "error" in r]
-    failed += [f"{r['row']} (PyTorch)" for r in results if "error" in r.get("pytorch", {})]
-    print(f"wrote {os.path.join(FLAGS.out_dir, 'results.json')} and README.md"
-          + (f"; failed rows: {', '.join(failed)}" if failed else ""), file=sys.stderr)
-    return 1 if failed else 0
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.INFO)
-    if FLAGS.list_rows:
-        for row in STANDARD_ROWS:
-            print(f"{row.name:<24} {row.description}  [{' '.join(row.args)}]")
-        return 0
-    if FLAGS.standard:
-        return _standard_main()
-    alone = [f"--{name}" for name in ("rows", "out_dir", "quick", "pytorch_python") if FLAGS[name].present]
-    if alone:
-        raise app.UsageError(f"{', '.join(alone)} only apply with --standard")
     spec = spec_from_flags()
     if FLAGS.logical_cpus:
         import tensorflow as tf
