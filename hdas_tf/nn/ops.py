@@ -1,13 +1,9 @@
-"""Primitive operations of DARTS-family search spaces as Keras layers, and the two op registries.
+"""The candidate ops of DARTS-family search spaces as Keras layers, built from ``op_registry`` specs.
 
-Conventions follow the PyTorch reference code so that parameter counts and sampling grids match
-(DESIGN §3): convolutions have no bias; BatchNorm uses epsilon 1e-5 and momentum 0.9 (PyTorch's 0.1);
-padding is symmetric, because Keras 'same' pads bottom/right only at stride 2; average pooling excludes the
-padding from its count (PyTorch ``count_include_pad=False``). The tensor work is in ``primitives``: in training
-mode every conv op is made of conv → BN blocks with hand-written backward passes (``primitives.block``).
-
-BatchNorm (``BatchNorm`` below) is synchronized across replicas: under a multi-replica strategy the
-batch statistics are global, so a two-replica step equals a one-device step (KERAS_NOTES §1.4).
+Conventions follow the PyTorch reference code so that parameter counts and sampling grids match: no conv
+bias; BN epsilon 1e-5, momentum 0.9 (PyTorch's 0.1), synchronized across replicas; symmetric padding;
+average pooling excludes the padding. In training mode every conv op is conv → BN blocks with hand-written
+backward passes (``primitives.block``).
 """
 
 from __future__ import annotations
@@ -19,21 +15,7 @@ import tensorflow as tf
 
 from hdas_tf.nn import primitives as P
 from hdas_tf.nn.primitives import normalize_batch, ones_vector, zeros_vector
-
-# Canonical op order of the cell level, 'none' last (DESIGN §3). Index order is part of the checkpoint
-# format: α's last axis follows this tuple (or the op subset a search space names, in this order).
-CELL_OPS = (
-    "max_pool_3x3",
-    "avg_pool_3x3",
-    "skip_connect",
-    "sep_conv_3x3",
-    "sep_conv_5x5",
-    "dil_conv_3x3",
-    "dil_conv_5x5",
-    "none",
-)
-# Stage-level ops: parameter-free (but for the pooling BN), always stride 1 (DESIGN §3).
-STAGE_OPS = ("max_pool_3x3", "avg_pool_3x3", "skip_connect", "none")
+from hdas_tf.space.op_registry import op_spec
 
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
@@ -482,12 +464,6 @@ class DropPath(_Op):
         return x * (tf.floor(keep + noise) / keep)
 
 
-def _padded_shape(shape, p):
-    shape = tuple(shape)
-    return (shape[0], None if shape[1] is None else shape[1] + 2 * p,
-            None if shape[2] is None else shape[2] + 2 * p, shape[3])
-
-
 def _strided_shape(shape, stride, channels):
     shape = tuple(shape)
     def out(n):
@@ -497,23 +473,23 @@ def _strided_shape(shape, stride, channels):
 
 def make_op(name: str, channels: int, stride: int = 1, affine: bool = True, pool_bn: bool = True,
             running_stats: bool = True, relu: bool = True, op_name: str | None = None):
-    """Builds op ``name`` for ``channels`` in and out. Unknown names raise with the known ones.
+    """Builds op ``name`` (``op_registry.op_spec``) for ``channels`` in and out. Unknown names raise with the
+    known ones.
 
     Pooling BN is never affine (as the reference); ``relu=False`` builds the conv ops for an input that
     is already rectified.
     """
     _check_stride(name, stride)
+    spec = op_spec(name)
     kw = dict(name=op_name) if op_name else {}
-    if name == "none":
+    if spec.kind == "none":
         return Zero(stride, **kw)
-    if name in ("max_pool_3x3", "avg_pool_3x3"):
-        return Pool(name[:3], stride, bn=pool_bn, affine=False, running_stats=running_stats, **kw)
-    if name == "skip_connect":
+    if spec.kind == "pool":
+        return Pool(spec.pool, stride, bn=pool_bn, affine=False, running_stats=running_stats, **kw)
+    if spec.kind == "skip":
         if stride == 1:
             return Identity(**kw)
         return FactorizedReduce(channels, affine, running_stats, relu, **kw)
-    if name in ("sep_conv_3x3", "sep_conv_5x5"):
-        return SepConv(channels, int(name[-1]), stride, affine, running_stats, relu, **kw)
-    if name in ("dil_conv_3x3", "dil_conv_5x5"):
-        return DilConv(channels, int(name[-1]), stride, 2, affine, running_stats, relu, **kw)
-    raise ValueError(f"unknown op {name!r}; known ops: {', '.join(CELL_OPS)}")
+    if spec.kind == "sep_conv":
+        return SepConv(channels, spec.kernel_size, stride, affine, running_stats, relu, **kw)
+    return DilConv(channels, spec.kernel_size, stride, spec.dilation, affine, running_stats, relu, **kw)

@@ -35,6 +35,7 @@ import tensorflow as tf
 from tensorflow.python.eager import record
 
 from hdas_tf.nn import cpu_kernels
+from hdas_tf.space.op_registry import op_spec
 
 _OPTIONS = threading.local()
 
@@ -703,17 +704,20 @@ def shared_ops(h, names, weights, stride: int = 1, bn: bool = True, epsilon: flo
     pooled and normalised maps are recomputed there), otherwise the maps are kept. Returns one tensor per edge.
     """
     names = list(names)
-    if stride != 1 and "skip_connect" in names:
+    specs = [op_spec(name) for name in names]
+    if any(spec.kind not in ("pool", "skip") for spec in specs):
+        raise ValueError(f"shared_ops: only pooling and skip_connect are shared, received {names}")
+    if stride != 1 and any(spec.kind == "skip" for spec in specs):
         raise ValueError("shared_ops: a strided skip_connect has weights (FactorizedReduce); it is not shared")
     weights = [[tf.cast(w, h.dtype) for w in row] for row in weights]
 
     def compute(h):
         maps = []
-        for name in names:
-            if name == "skip_connect":
+        for spec in specs:
+            if spec.kind == "skip":
                 maps.append((h, None))
                 continue
-            kind = name[:3]
+            kind = spec.pool
             p, pooled = _pool(h, kind, stride)
             if bn:
                 c = p.shape[-1]
@@ -730,11 +734,11 @@ def shared_ops(h, names, weights, stride: int = 1, bn: bool = True, epsilon: flo
 
     if not _single_replica():  # synchronized BN: plain ops, differentiated by TF
         maps = []
-        for name in names:
-            if name == "skip_connect":
+        for spec in specs:
+            if spec.kind == "skip":
                 maps.append((h, None))
                 continue
-            p = _pool(h, name[:3], stride)[0]
+            p = _pool(h, spec.pool, stride)[0]
             maps.append((normalize_batch(p, ones_vector(p.shape[-1]), zeros_vector(p.shape[-1]), epsilon)[0]
                          if bn else p, None))
         return combine(maps)

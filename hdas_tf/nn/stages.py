@@ -26,6 +26,7 @@ import tensorflow as tf
 from hdas_tf.nn import ops
 from hdas_tf.nn import primitives as P
 from hdas_tf.nn.cells import FixedCell
+from hdas_tf.space.op_registry import STAGE_OPS
 from hdas_tf.space.genotypes import (
     CellGenotype,
     StageGenotype,
@@ -36,7 +37,6 @@ from hdas_tf.space.genotypes import (
 )
 
 _PACKAGE = "hdas_tf"
-_POOLS = ("max_pool_3x3", "avg_pool_3x3")
 
 
 # === Stage-edge layout (shared by the layers, the losses and genotype derivation) ===
@@ -153,7 +153,7 @@ class SearchStage(keras.layers.Layer):
       channels: int. C_s, the cells' node width; states are C_s·|concat| wide.
       n_cells: int. Cells built (N, or N_max in the distribution search).
       window: int. m, the number of latest states a cell may read. Defaults to 3.
-      op_names: sequence of str. Stage op set in α's column order. Defaults to ``ops.STAGE_OPS``.
+      op_names: sequence of str. Stage op set in α's column order. Defaults to ``STAGE_OPS``.
       pool_bn: bool. BN after the pooling ops (stage edges and cells). Defaults to True.
       min_cells: int. Shortest candidate stage length (distribution search only).
       max_cells: int. Longest candidate length; None (default) disables the β mixture.
@@ -164,14 +164,14 @@ class SearchStage(keras.layers.Layer):
     softmax(β), required exactly in the distribution variant.
     """
 
-    def __init__(self, cell, channels, n_cells, window=3, op_names=ops.STAGE_OPS, pool_bn=True, min_cells=None,
+    def __init__(self, cell, channels, n_cells, window=3, op_names=STAGE_OPS, pool_bn=True, min_cells=None,
                  max_cells=None, **kwargs):
         super().__init__(**kwargs)
         _check_int("SearchStage", 1, channels=channels, n_cells=n_cells, window=window)
         op_names = tuple(op_names)
-        unknown = [o for o in op_names if o not in ops.STAGE_OPS]
+        unknown = [o for o in op_names if o not in STAGE_OPS]
         if unknown or not op_names or len(set(op_names)) != len(op_names):
-            raise ValueError(f"SearchStage: op_names must be distinct stage ops from {list(ops.STAGE_OPS)}, "
+            raise ValueError(f"SearchStage: op_names must be distinct stage ops from {list(STAGE_OPS)}, "
                              f"received {list(op_names)}")
         if max_cells is not None:
             _check_int("SearchStage", 2, min_cells=min_cells, max_cells=max_cells)

@@ -19,7 +19,7 @@ from hdas_tf.run import op_tracebacks
 from hdas_tf.search.config import SearchConfig
 from hdas_tf.search.losses import make_arch_regularizer, stage_flops_share
 from hdas_tf.nn.supernets import ChainSupernet, StageSupernet
-from hdas_tf.nn.ops import CELL_OPS
+from hdas_tf.space.op_registry import CELL_OPS
 from hdas_tf.run.optimizers import FlatSGD
 from hdas_tf.search.model import ArchitectureSearchModel, CosineEpochSchedule
 from hdas_tf.space.search_space import SearchSpace, log10_space_size

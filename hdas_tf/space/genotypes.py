@@ -33,7 +33,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from hdas_tf.nn.ops import CELL_OPS, STAGE_OPS
+from hdas_tf.space.op_registry import CELL_OPS, STAGE_OPS
 
 FORMAT = "hdas_tf.genotype/1"
 SHARED_KEYS = ("normal", "reduce")

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from hdas_tf.nn.ops import CELL_OPS, STAGE_OPS
+from hdas_tf.space.op_registry import CELL_OPS, STAGE_OPS
 
 CELL_SHARING = ("shared", "stage_specific")
 STAGE_LEVELS = ("chain", "shared", "stage_specific")

@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from hdas_tf.nn import ops
 from hdas_tf.nn import primitives
-from hdas_tf.nn.ops import CELL_OPS, STAGE_OPS
+from hdas_tf.space.op_registry import CELL_OPS, STAGE_OPS
 
 EPS = 1e-5
 
