@@ -287,10 +287,10 @@ class BenchmarkSpec:
         if not 0.0 <= self.drop_path_rate < 1.0:
             fail("drop_path_rate", "must be in [0, 1)")
         if self.config in ("stage_search", "distribution_search", "train", "inference"):
-            from hdas_tf.space import genotypes
+            from hdas_tf.space import registry
 
             try:
-                cells = genotypes.resolve(self.genotype).cells
+                cells = registry.resolve(self.genotype).cells
             except ValueError as e:
                 raise ValueError(f"--genotype: {e}") from None
             if cells is None:
@@ -1020,7 +1020,7 @@ def run_pytorch(command: list[str]) -> dict:
 
 def _genotype_files(rows: list[StandardRow], directory: str) -> dict[str, str]:
     """A JSON file per ``--genotype`` the rows' PyTorch commands read (the PyTorch script reads files only)."""
-    from hdas_tf.space import genotypes
+    from hdas_tf.space import registry
 
     files = {}
     for row in rows:
@@ -1028,7 +1028,7 @@ def _genotype_files(rows: list[StandardRow], directory: str) -> dict[str, str]:
         if any(GENOTYPE_FILE in a for a in row.pytorch) and name not in files:
             files[name] = os.path.join(directory, f"genotype_{len(files)}.json")
             with open(files[name], "w") as f:
-                f.write(genotypes.resolve(name).to_json())
+                f.write(registry.resolve(name).to_json())
     return files
 
 

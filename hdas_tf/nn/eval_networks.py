@@ -23,7 +23,8 @@ import tensorflow as tf
 from hdas_tf.nn import ops
 from hdas_tf.nn import primitives
 from hdas_tf.nn.cells import FixedCell
-from hdas_tf.space.genotypes import Genotype, resolve
+from hdas_tf.space.genotypes import Genotype
+from hdas_tf.space.registry import resolve
 from hdas_tf.nn.supernets import chain_layout
 from hdas_tf.space.search_space import SearchSpace
 from hdas_tf.nn.stages import FixedStage

@@ -27,14 +27,8 @@ from hdas_tf.nn import ops
 from hdas_tf.nn import primitives as P
 from hdas_tf.nn.cells import FixedCell
 from hdas_tf.space.op_registry import STAGE_OPS
-from hdas_tf.space.genotypes import (
-    CellGenotype,
-    StageGenotype,
-    dead_cells,
-    parse_stage_alphas,
-    validate_cell,
-    validate_stage,
-)
+from hdas_tf.space.derive import dead_cells, parse_stage_alphas
+from hdas_tf.space.genotypes import CellGenotype, StageGenotype, validate_cell, validate_stage
 
 _PACKAGE = "hdas_tf"
 
@@ -306,7 +300,7 @@ class FixedStage(keras.layers.Layer):
 
     Cell j's input = Σ over its genotype edges (op, src) of op(state_src), with the stage ops max/avg
     pooling (+ BN per ``pool_bn``) and identity; the cell is called with it as both s0 and s1. Cells with
-    no path to the concat states (``genotypes.dead_cells``) are not built, and neither is a projection that
+    no path to the concat states (``derive.dead_cells``) are not built, and neither is a projection that
     no live cell and no concat index reads. Drop path, when on, acts inside the cells (on every non-identity
     cell op, as ``FixedCell``); the stage edges themselves (pooling / identity) are never dropped.
 
@@ -417,7 +411,7 @@ def derive_stage_genotype(arch: dict, space, ranking: str = "softmax", k: int = 
     """Discrete stage DAGs from the stage-level α (and β) of a stage search.
 
     Each cell keeps its top-k candidate edges by strongest non-'none' op, with sources as STATE indices
-    (``genotypes.parse_stage_alphas`` maps window positions). In the distribution search the stage length
+    (``derive.parse_stage_alphas`` maps window positions). In the distribution search the stage length
     is n = argmax_n β_s (lowest n on ties); the DAG is cut to its first n cells (later cells have no path
     to the output) and its concat is the argmax-β pair (cell n-2, cell n-1) = states (n, n+1).
 

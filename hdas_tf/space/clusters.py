@@ -21,7 +21,7 @@ import os
 
 import numpy as np
 
-from hdas_tf.space.genotypes import alpha_matrix
+from hdas_tf.space.derive import alpha_matrix
 from hdas_tf.space.op_registry import CELL_OPS
 
 CLUSTERS_FORMAT = "hdas_tf.clusters/1"
