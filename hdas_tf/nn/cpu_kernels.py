@@ -20,7 +20,7 @@ Which kernels a process uses is set by the environment variable ``HDAS_TF_KERNEL
 - ``native``: TF's kernels always.
 
 Graphs meant to leave the process (SavedModel, TFLite) are traced with TF's ops
-(``primitives.options(native_kernels=True)``), so TF Serving needs no extra library.
+(``tracing.options(native_kernels=True)``), so TF Serving needs no extra library.
 
 The compiled library is cached in ``$HDAS_TF_KERNEL_CACHE`` (default ``~/.cache/hdas_tf/kernels``), under a
 key of the sources, the TF version and flags, the compiler and the CPU (it is built with ``-march=native``).

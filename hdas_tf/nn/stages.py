@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from hdas_tf.nn import ops
-from hdas_tf.nn import primitives as P
+from hdas_tf.nn import parameter_free
 from hdas_tf.nn.cells import FixedCell
 from hdas_tf.space.op_registry import STAGE_OPS
 from hdas_tf.space.derive import dead_cells, parse_stage_alphas
@@ -191,7 +191,7 @@ class SearchStage(keras.layers.Layer):
                                 reduction_prev=False, affine=True, pool_bn=self.pool_bn, drop_path=False,
                                 running_stats=False, name=f"cell_{j}") for j in range(self.n_cells)]
         # Per state, the stage edges leaving it (in α's row order); their parameter-free ops (pooling + BN,
-        # identity) are computed once per state for all of them (``primitives.shared_ops``).
+        # identity) are computed once per state for all of them (``parameter_free.shared_ops``).
         edges = [(k, t) for k, t in enumerate(t for srcs in self.sources for t in srcs)]
         self.out_edges = {t: [k for k, src in edges if src == t] for t in sorted(read)}
         self.shared_op_names = [name for name in self.op_names if name != "none"]
@@ -248,8 +248,9 @@ class SearchStage(keras.layers.Layer):
         """Edge k → its term Σ_o w_{k,o}·o(state_t) for every stage edge leaving state t."""
         if t not in self.out_edges or not self.shared_op_names:
             return {}
-        weights = P.edge_op_weights(flat, len(self.op_names), self.out_edges[t], self._shared_columns)
-        return dict(zip(self.out_edges[t], P.shared_ops(state, self.shared_op_names, weights, 1, bn=self.pool_bn)))
+        weights = parameter_free.edge_op_weights(flat, len(self.op_names), self.out_edges[t], self._shared_columns)
+        outs = parameter_free.shared_ops(state, self.shared_op_names, weights, 1, bn=self.pool_bn)
+        return dict(zip(self.out_edges[t], outs))
 
     def states(self, x, weights, training=None):
         """All states of the stage: [projection 0 (or None), projection 1, cell 0, ..., cell n-1]."""
@@ -279,8 +280,8 @@ class SearchStage(keras.layers.Layer):
             return tf.concat([states[n], states[n + 1]], axis=-1)
         # β mixture: candidate n outputs concat(cell n-2, cell n-1) = concat(state n, state n+1).
         b = tf.cast(beta_weights, x.dtype)[None, :]
-        first = P.weighted_sums(b, [states[length] for length in self.candidate_lengths])[0]
-        second = P.weighted_sums(b, [states[length + 1] for length in self.candidate_lengths])[0]
+        first = parameter_free.weighted_sums(b, [states[length] for length in self.candidate_lengths])[0]
+        second = parameter_free.weighted_sums(b, [states[length + 1] for length in self.candidate_lengths])[0]
         return tf.concat([first, second], axis=-1)
 
     def get_config(self):

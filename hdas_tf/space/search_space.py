@@ -151,12 +151,6 @@ class SearchSpace:
     # === stage level ===
 
     @property
-    def stage_groups(self) -> tuple[str, ...]:
-        if self.stage == "chain":
-            return ()
-        return ("stage",) if self.stage == "shared" else ("stage1", "stage2", "stage3")
-
-    @property
     def cells_per_stage(self) -> tuple[int, int, int]:
         """Cells built per stage: N_max in a distribution search, else the stage lengths."""
         if self.max_cells is not None:

@@ -402,8 +402,8 @@ def graph_macs(model, image_shape):
     (lambda: StageNetwork(small_stage_genotype(dead=True), 10, 4, auxiliary=False), (32, 32, 3)),
 ])
 def test_count_macs_matches_traced_graph(make, image_shape):
-    # Strided dilated convolutions run on the even sub-grid (primitives._depthwise), so the traced graph does
-    # exactly the analytic (PyTorch-grid) work.
+    # Strided dilated convolutions run on the even sub-grid (convolutions.torch_depthwise_conv2d), so the traced
+    # graph does exactly the analytic (PyTorch-grid) work.
     net = make()
     net.build((None, *image_shape))
     assert count_macs(net, image_shape) == graph_macs(net, image_shape)
