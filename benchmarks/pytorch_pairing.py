@@ -39,7 +39,7 @@ def run_pytorch(command: list[str]) -> dict:
 
 def genotype_files(rows: list[StandardRow], directory: str) -> dict[str, str]:
     """A JSON file per ``--genotype`` the rows' PyTorch commands read (the PyTorch script reads files only)."""
-    from hdas_tf.space import genotypes
+    from hdas_tf.space import registry
 
     files = {}
     for row in rows:
@@ -47,6 +47,6 @@ def genotype_files(rows: list[StandardRow], directory: str) -> dict[str, str]:
         if any(GENOTYPE_FILE in a for a in row.pytorch) and name not in files:
             files[name] = os.path.join(directory, f"genotype_{len(files)}.json")
             with open(files[name], "w") as f:
-                f.write(genotypes.resolve(name).to_json())
+                f.write(registry.resolve(name).to_json())
     return files
 

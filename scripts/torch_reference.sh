@@ -11,7 +11,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/torch_env.sh"
 source "$TORCH_ROOT/scripts/setup_env.sh"  # for the genotype file: hdas_tf writes DARTS_V2 as JSON
 GENOTYPE="$(mktemp --suffix=.json)"
 trap 'rm -f "$GENOTYPE"' EXIT
-python -c "from hdas_tf.space.genotypes import REGISTRY; open('$GENOTYPE', 'w').write(REGISTRY['DARTS_V2'].to_json())"
+python -c "from hdas_tf.space.registry import REGISTRY; open('$GENOTYPE', 'w').write(REGISTRY['DARTS_V2'].to_json())"
 "$TORCH_PYTHON" "$ROOT/benchmarks/torch_reference/darts_torch.py" --config=train --genotype="$GENOTYPE" "$@"
 "$TORCH_PYTHON" "$ROOT/benchmarks/torch_reference/darts_torch.py" --config=cell_search --batch=16 "$@"
 "$TORCH_PYTHON" "$ROOT/benchmarks/torch_reference/darts_torch.py" --config=cell_search --batch=64 "$@"

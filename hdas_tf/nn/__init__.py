@@ -1,1 +1,2 @@
-"""Neural-network building blocks: tensor primitives, CPU kernels, ops, cells, stages, supernets, evaluation networks, MACs."""
+"""Neural-network building blocks: tensor-level kernels and chains, CPU kernels, ops, cells, stages, supernets,
+evaluation networks, MACs."""

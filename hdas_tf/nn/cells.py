@@ -11,7 +11,11 @@ import keras
 import tensorflow as tf
 
 from hdas_tf.nn import ops
-from hdas_tf.nn import primitives as P
+from hdas_tf.nn import chains
+from hdas_tf.nn import convolutions
+from hdas_tf.nn import parameter_free
+from hdas_tf.nn import tracing
+from hdas_tf.space.op_registry import CELL_OPS, op_spec
 
 _PACKAGE = "hdas_tf"
 
@@ -23,9 +27,11 @@ def _preprocess(channels: int, reduction_prev: bool, affine: bool, running_stats
     return ops.ReLUConvBN(channels, 1, 1, affine=affine, running_stats=running_stats, name="preprocess0")
 
 
-_POOLS = ("max_pool_3x3", "avg_pool_3x3")
-_SEP = ("sep_conv_3x3", "sep_conv_5x5")
-_DIL = ("dil_conv_3x3", "dil_conv_5x5")
+def _shared(name: str, stride: int) -> bool:
+    """Whether every edge leaving a state computes op ``name`` alike (no kernels, not 'none'), so that the
+    state computes it once for all of them (``parameter_free.shared_ops``)."""
+    spec = op_spec(name)
+    return spec.kind != "none" and not spec.weighted(stride)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -40,7 +46,7 @@ class SearchCell(keras.layers.Layer):
     - the kernels of one op kind are ONE variable for all edges of the cell (e.g. ``sep_conv_3x3_depthwise``
       [edges, 2, 3, 3, C, 1]), so the optimizer, clipping and weight decay are a few large ops, not
       hundreds of small ones;
-    - every conv op is made of conv → BN blocks with hand-written backward passes (``primitives.block``),
+    - every conv op is made of conv → BN blocks with hand-written backward passes (``chains.block``),
       and the op weight w_o multiplies inside the op's last (non-affine) BN, as its scale: no separate pass;
     - 'none' is never computed (it adds w·0).
 
@@ -64,9 +70,9 @@ class SearchCell(keras.layers.Layer):
         super().__init__(**kwargs)
         if channels < 1 or steps < 1:
             raise ValueError(f"SearchCell: channels and steps must be >= 1, received {channels}, {steps}")
-        unknown = [o for o in op_names if o not in ops.CELL_OPS]
+        unknown = [o for o in op_names if o not in CELL_OPS]
         if unknown:
-            raise ValueError(f"SearchCell: unknown ops {unknown}; known ops: {', '.join(ops.CELL_OPS)}")
+            raise ValueError(f"SearchCell: unknown ops {unknown}; known ops: {', '.join(CELL_OPS)}")
         self.channels, self.reduction, self.reduction_prev = channels, bool(reduction), bool(reduction_prev)
         self.op_names, self.steps, self.pool_bn = tuple(op_names), steps, pool_bn
         if self.reduction and "skip_connect" in self.op_names and channels % 2:
@@ -81,17 +87,16 @@ class SearchCell(keras.layers.Layer):
         self.edge_names = [f"edge_{i}_{j}" for i, j in zip(self.edge_nodes, self.edge_sources)]
         self.edge_ops = self._checked_edge_ops(edge_ops)
         # The edges leaving each state that has any (the last node has none), and the parameter-free ops
-        # (pooling + non-affine BN, identity at stride 1) that those edges share: ``primitives.shared_ops``.
+        # (pooling + non-affine BN, identity at stride 1) that those edges share: ``parameter_free.shared_ops``.
         self.out_edges = [[k for k, src in enumerate(self.edge_sources) if src == j] for j in range(steps + 1)]
-        self.shared_op_names = [[name for name in self.op_names if (name in _POOLS or (
-            name == "skip_connect" and not (self.reduction and j < 2))) and self._used(name, self.out_edges[j])]
-            for j in range(steps + 1)]
+        self.shared_op_names = [[name for name in self.op_names if _shared(name, self._state_stride(j))
+                                 and self._used(name, self.out_edges[j])] for j in range(steps + 1)]
         self._shared_columns = [[self.op_names.index(name) for name in names] for names in self.shared_op_names]
         # The strided skip (FactorizedReduce) has kernels; it exists on the edges leaving a reduction cell's inputs.
         self.strided_edges = [k for k, s in enumerate(self.edge_strides) if s == 2 and "skip_connect" in self.edge_ops[k]]
         # The edges that hold kernels of each conv op (all edges unless ``edge_ops`` restricts them).
         self.kernel_edges = {name: [k for k in range(self.num_edges) if name in self.edge_ops[k]]
-                             for name in self.op_names if name in _SEP or name in _DIL}
+                             for name in self.op_names if op_spec(name).has_weights}
 
     def _checked_edge_ops(self, edge_ops):
         if edge_ops is None:
@@ -106,6 +111,10 @@ class SearchCell(keras.layers.Layer):
                 raise ValueError(f"SearchCell: edge {self.edge_names[k]} lists ops {unknown} that are not in op_names "
                                  f"{list(self.op_names)}")
         return tuple(tuple(o for o in self.op_names if o in names) for names in edge_ops)
+
+    def _state_stride(self, j: int) -> int:
+        """The stride of the edges leaving state j: 2 out of a reduction cell's two inputs."""
+        return 2 if self.reduction and j < 2 else 1
 
     def _used(self, name, edges) -> bool:
         return any(name in self.edge_ops[k] for k in edges)
@@ -122,8 +131,8 @@ class SearchCell(keras.layers.Layer):
         self.kernels = {}
         for name, edges in self.kernel_edges.items():
             if edges:
-                k, e = int(name[-1]), len(edges)
-                blocks = (2,) if name in _SEP else ()
+                k, e = op_spec(name).kernel_size, len(edges)
+                blocks = (2,) if op_spec(name).kind == "sep_conv" else ()
                 self.kernels[name] = (
                     self.add_weight(shape=(e, *blocks, k, k, c, 1), initializer=ops.torch_init(k * k),
                                     name=f"{name}_depthwise"),
@@ -152,7 +161,7 @@ class SearchCell(keras.layers.Layer):
                 continue
             position = self.kernel_edges[name].index(k)
             dw, pw = variables[0][position], variables[1][position]
-            if name in _SEP:
+            if op_spec(name).kind == "sep_conv":
                 out[name] = [dw[0], pw[0][None, None], dw[1], pw[1][None, None]]
             else:
                 out[name] = [dw, pw[None, None]]
@@ -163,12 +172,13 @@ class SearchCell(keras.layers.Layer):
     def _state_inputs(self, j, h, flat):
         """What every edge leaving state j reads: the state, its ReLU, each edge's parameter-free terms, and the
         grid the dilated convs work on (polyphase split at stride 1, even sub-grid at stride 2)."""
-        stride = 2 if self.reduction and j < 2 else 1
+        stride = self._state_stride(j)
         read = {"state": h, "stride": stride, "shared": {}}
         names = self.shared_op_names[j]
         if names:
-            weights = P.edge_op_weights(flat, len(self.op_names), self.out_edges[j], self._shared_columns[j])
-            outs = P.shared_ops(h, names, weights, stride, bn=self.pool_bn)
+            weights = parameter_free.edge_op_weights(flat, len(self.op_names), self.out_edges[j],
+                                                     self._shared_columns[j])
+            outs = parameter_free.shared_ops(h, names, weights, stride, bn=self.pool_bn)
             read["shared"] = dict(zip(self.out_edges[j], outs))
         edges = self.out_edges[j]
         convs = [n for n in self.kernels if n != "skip_connect" and self._used(n, edges)]
@@ -177,15 +187,15 @@ class SearchCell(keras.layers.Layer):
             read["relu"] = r = tf.nn.relu(h)
         if stride == 2:
             for name in convs:  # the strided first block of a sep conv reads the padded state
-                if name in _SEP and f"pad_{name}" not in read:
-                    read[f"pad_{name}"] = P._pad(r, int(name[-1]) // 2)
+                if op_spec(name).kind == "sep_conv" and f"pad_{name}" not in read:
+                    read[f"pad_{name}"] = tracing.pad(r, op_spec(name).kernel_size // 2)
             if strided_skip:
-                read["fr_input"] = P.factorized_reduce_input(r)
-        if any(n in convs for n in _DIL):
+                read["fr_input"] = convolutions.factorized_reduce_input(r)
+        if any(op_spec(n).kind == "dil_conv" for n in convs):
             if stride == 2:
-                read["dil_grid"], read["dil_layout"] = P.subsample(r), "plain"
-            elif P.polyphase_ok(h.shape):
-                read["dil_grid"], read["dil_layout"] = P.to_polyphase(r), "polyphase"
+                read["dil_grid"], read["dil_layout"] = convolutions.subsample(r), "plain"
+            elif convolutions.polyphase_ok(h.shape):
+                read["dil_grid"], read["dil_layout"] = convolutions.to_polyphase(r), "polyphase"
             else:
                 read["dil_grid"], read["dil_layout"] = r, "dilated"
         return read
@@ -194,7 +204,7 @@ class SearchCell(keras.layers.Layer):
         """MixedOp of edge k: the terms w_o·o(state) of Σ_o (DARTS Eq. 2), 'none' omitted.
 
         ``w``: this edge's op weights (scalars); ``kernels[name]``: this edge's kernels. The parameter-free ops
-        come as one term from ``read["shared"]``; each conv op is a ``primitives.chain`` whose last BN carries
+        come as one term from ``read["shared"]``; each conv op is a ``chains.chain`` whose last BN carries
         w_o as its scale (``w_scales[o]`` = w_o·1, computed for the whole cell at once)."""
         terms, dil = ([read["shared"][k]] if k in read["shared"] else []), []
         for o, name in enumerate(self.op_names):
@@ -202,32 +212,32 @@ class SearchCell(keras.layers.Layer):
                 continue
             if name == "skip_connect":
                 if read["stride"] == 2:
-                    kernel = P.factorized_reduce_kernel(*kernels[name])
+                    kernel = convolutions.factorized_reduce_kernel(*kernels[name])
                     even = read["fr_input"] is read["relu"]  # no bottom/right padding: the ReLU can be recomputed
-                    terms.append(P.block(read["fr_input"], None, conv_kernel=kernel, conv_stride=2, weight=w[o],
+                    terms.append(chains.block(read["fr_input"], None, conv_kernel=kernel, conv_stride=2, weight=w[o],
                                          weight_scale=w_scales[o],
                                          source=(read["state"], 0) if even else None))
-            elif name in _SEP:
+            elif op_spec(name).kind == "sep_conv":
                 dw1, pw1, dw2, pw2, pw1_4d, pw2_4d = kernels[name]
                 if read["stride"] == 1:
-                    x, first, pad = read["relu"], P.Stage(pw1, dw1, pointwise_4d=pw1_4d), 0
+                    x, first, pad = read["relu"], chains.ConvBNStep(pw1, dw1, pointwise_4d=pw1_4d), 0
                 else:
                     pad = dw1.shape[0] // 2
-                    x, first = read[f"pad_{name}"], P.Stage(pw1, dw1, 2, "VALID", pointwise_4d=pw1_4d)
-                terms.append(P.chain(x, [first, P.Stage(pw2, dw2, pointwise_4d=pw2_4d)], weight=w[o],
+                    x, first = read[f"pad_{name}"], chains.ConvBNStep(pw1, dw1, 2, "VALID", pointwise_4d=pw1_4d)
+                terms.append(chains.chain(x, [first, chains.ConvBNStep(pw2, dw2, pointwise_4d=pw2_4d)], weight=w[o],
                                      source=(read["state"], pad), weight_scale=w_scales[o]))
-            elif name in _DIL:
+            elif op_spec(name).kind == "dil_conv":
                 dw, pw, pw_4d = kernels[name]
                 if read["dil_layout"] == "dilated":  # odd sizes: TF's dilated kernel on the plain grid
-                    x = P._depthwise(read["dil_grid"], dw, 1, 2, dw.shape[0] - 1)
-                    dil.append(P.block(x, pw, weight=w[o], pointwise_4d=pw_4d, weight_scale=w_scales[o]))
+                    x = convolutions.torch_depthwise_conv2d(read["dil_grid"], dw, 1, 2, dw.shape[0] - 1)
+                    dil.append(chains.block(x, pw, weight=w[o], pointwise_4d=pw_4d, weight_scale=w_scales[o]))
                 else:
-                    dil.append(P.block(read["dil_grid"], pw, depthwise_kernel=dw, weight=w[o], pointwise_4d=pw_4d,
+                    dil.append(chains.block(read["dil_grid"], pw, depthwise_kernel=dw, weight=w[o], pointwise_4d=pw_4d,
                                        weight_scale=w_scales[o]))
         if dil:
             # Both dilated ops of the edge live on the same grid: sum there, map back once.
             d = dil[0] if len(dil) == 1 else dil[0] + dil[1]
-            terms.append(P.from_polyphase(d) if read["dil_layout"] == "polyphase" else d)
+            terms.append(convolutions.from_polyphase(d) if read["dil_layout"] == "polyphase" else d)
         return terms
 
     def _edge_kernel_lists(self, dtype):
@@ -246,7 +256,7 @@ class SearchCell(keras.layers.Layer):
             # The same kernels as [1, 1, C, C] for the chains' forward Conv2D: one Unpack here instead of one
             # Reshape per chain (Stage.pointwise_4d).
             pw4 = tf.unstack(tf.reshape(pw_all, (-1, 1, 1, *pw_var.shape[-2:])))
-            if name in _SEP:
+            if op_spec(name).kind == "sep_conv":
                 per_edge[name] = {k: (dw[2 * n], pw[2 * n], dw[2 * n + 1], pw[2 * n + 1], pw4[2 * n], pw4[2 * n + 1])
                                   for n, k in enumerate(edges)}
             else:
@@ -257,7 +267,7 @@ class SearchCell(keras.layers.Layer):
         n_ops = len(self.op_names)
         flat = tf.unstack(tf.reshape(tf.cast(weights, s1.dtype), [-1]))  # one op, not one slice per scalar
         # w_o·1 for every (edge, op): the scale of each conv op's last (non-affine) BN, one Mul for the cell.
-        w_scales = tf.unstack(tf.reshape(tf.cast(weights, tf.float32), [-1, 1]) * P.ones_vector(self.channels))
+        w_scales = tf.unstack(tf.reshape(tf.cast(weights, tf.float32), [-1, 1]) * tracing.ones_vector(self.channels))
         kernels = self._edge_kernel_lists(s1.dtype)
         states = [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
         reads = [self._state_inputs(j, h, flat) for j, h in enumerate(states)]

@@ -1,30 +1,12 @@
-"""hdas_tf's own CPU kernels (``hdas_tf/csrc``): built with the machine's C++ compiler on first use, cached,
-loaded as TensorFlow ops, and given their gradients.
+"""hdas_tf's own CPU kernels (``hdas_tf/nn/csrc``: depthwise convolution, training-mode batch normalisation and
+the max-pool gradient, with their gradients): built with the machine's C++ compiler on first use, cached, and
+loaded as TensorFlow ops. On an AVX2 host TF's kernels for these made most of a search step (BUILD_NOTES "Speed").
 
-- ``depthwise_conv.cc``: depthwise convolution (NHWC, float32, [k, k, C, 1] filters, symmetric zero padding,
-  square stride) and its input and filter gradients;
-- ``batch_norm.cc``: training-mode batch normalisation and its gradient, shaped like TF's
-  ``FusedBatchNormV3`` / ``FusedBatchNormGradV3``;
-- ``max_pool_grad.cc``: the gradient of a max pool, with TF's tie rule.
-
-Why: on an AVX2 host TF's depthwise kernel was 3.5–6.4× slower than PyTorch's at the cell supernet's shapes,
-its BatchNorm kernels took 6–11× a ReLU over the same tensor and ``MaxPoolGrad`` 8–9× its forward pass;
-together they made most of a search step there (BUILD_NOTES "Speed", "Third session of 2026-12-03"). Tests
-check the ops against TF's kernels and against finite differences.
-
-Which kernels a process uses is set by the environment variable ``HDAS_TF_KERNELS``:
-
-- ``auto`` (default): these kernels where the library builds and loads and no GPU is visible; otherwise TF's
-  (a warning says why, once);
-- ``custom``: these kernels, or an error if they cannot be built;
-- ``native``: TF's kernels always.
-
-Graphs meant to leave the process (SavedModel, TFLite) are traced with TF's ops
-(``primitives.options(native_kernels=True)``), so TF Serving needs no extra library.
-
-The compiled library is cached in ``$HDAS_TF_KERNEL_CACHE`` (default ``~/.cache/hdas_tf/kernels``), under a
-key of the sources, the TF version and flags, the compiler and the CPU (it is built with ``-march=native``).
-``python -m hdas_tf.cpu_kernels`` builds it ahead of time (``scripts/setup_env.sh`` does).
+``HDAS_TF_KERNELS`` chooses: ``auto`` (default: these kernels where they build and no GPU is visible, else TF's
+with a warning), ``custom`` (these or an error), ``native`` (TF's). Graphs that leave the process are traced
+with TF's ops (``tracing.options(native_kernels=True)``). The library is cached in ``$HDAS_TF_KERNEL_CACHE``
+(default ``~/.cache/hdas_tf/kernels``) under a key of the sources, TF, compiler and CPU (``-march=native``);
+``python -m hdas_tf.nn.cpu_kernels`` builds it ahead of time.
 """
 
 from __future__ import annotations

@@ -21,9 +21,10 @@ import keras
 import tensorflow as tf
 
 from hdas_tf.nn import ops
-from hdas_tf.nn import primitives
+from hdas_tf.nn import convolutions
 from hdas_tf.nn.cells import FixedCell
-from hdas_tf.space.genotypes import Genotype, resolve
+from hdas_tf.space.genotypes import Genotype
+from hdas_tf.space.registry import resolve
 from hdas_tf.nn.supernets import chain_layout
 from hdas_tf.space.search_space import SearchSpace
 from hdas_tf.nn.stages import FixedStage
@@ -94,7 +95,8 @@ class ConvBN(keras.layers.Layer):
         self.bn.build(self.compute_output_shape(shape))
 
     def call(self, x, training=None):
-        return self.bn(primitives._conv(x, self.kernel, self.stride, (self.kernel_size - 1) // 2), training=training)
+        z = convolutions.torch_conv2d(x, self.kernel, self.stride, (self.kernel_size - 1) // 2)
+        return self.bn(z, training=training)
 
     def compute_output_shape(self, shape):
         return ops._strided_shape(shape, self.stride, self.filters)
@@ -154,8 +156,8 @@ class AuxiliaryHead(keras.layers.Layer):
 
     def call(self, x, training=None):
         x = tf.nn.avg_pool2d(tf.nn.relu(x), 5, self.pool_stride, "VALID")
-        x = tf.nn.relu(self.bn_1(primitives._conv(x, self.kernel_1), training=training))
-        x = primitives._conv(x, self.kernel_2)
+        x = tf.nn.relu(self.bn_1(convolutions.torch_conv2d(x, self.kernel_1), training=training))
+        x = convolutions.torch_conv2d(x, self.kernel_2)
         if self.bn_2 is not None:
             x = self.bn_2(x, training=training)
         x = tf.nn.relu(x)

@@ -29,10 +29,6 @@ def _hw(shape, what):
     return h * w
 
 
-def _strided(shape, stride, channels):
-    return ops._strided_shape(shape, stride, channels)
-
-
 def _stage_macs(stage, shape):
     """A ``FixedStage``: its projections of the stage input, then each live cell and its stage edges, all at
     the stage input's grid (stage edges and stage cells never reduce; DESIGN §3–4). Dead cells are not

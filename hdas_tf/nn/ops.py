@@ -1,13 +1,9 @@
-"""Primitive operations of DARTS-family search spaces as Keras layers, and the two op registries.
+"""The candidate ops of DARTS-family search spaces as Keras layers, built from ``op_registry`` specs.
 
-Conventions follow the PyTorch reference code so that parameter counts and sampling grids match
-(DESIGN §3): convolutions have no bias; BatchNorm uses epsilon 1e-5 and momentum 0.9 (PyTorch's 0.1);
-padding is symmetric, because Keras 'same' pads bottom/right only at stride 2; average pooling excludes the
-padding from its count (PyTorch ``count_include_pad=False``). The tensor work is in ``primitives``: in training
-mode every conv op is made of conv → BN blocks with hand-written backward passes (``primitives.block``).
-
-BatchNorm (``BatchNorm`` below) is synchronized across replicas: under a multi-replica strategy the
-batch statistics are global, so a two-replica step equals a one-device step (KERAS_NOTES §1.4).
+Conventions follow the PyTorch reference code so that parameter counts and sampling grids match: no conv
+bias; BN epsilon 1e-5, momentum 0.9 (PyTorch's 0.1), synchronized across replicas; symmetric padding;
+average pooling excludes the padding. In training mode every conv op is conv → BN blocks with hand-written
+backward passes (``chains.block``).
 """
 
 from __future__ import annotations
@@ -17,23 +13,10 @@ import math
 import keras
 import tensorflow as tf
 
-from hdas_tf.nn import primitives as P
-from hdas_tf.nn.primitives import normalize_batch, ones_vector, zeros_vector
-
-# Canonical op order of the cell level, 'none' last (DESIGN §3). Index order is part of the checkpoint
-# format: α's last axis follows this tuple (or the op subset a search space names, in this order).
-CELL_OPS = (
-    "max_pool_3x3",
-    "avg_pool_3x3",
-    "skip_connect",
-    "sep_conv_3x3",
-    "sep_conv_5x5",
-    "dil_conv_3x3",
-    "dil_conv_5x5",
-    "none",
-)
-# Stage-level ops: parameter-free (but for the pooling BN), always stride 1 (DESIGN §3).
-STAGE_OPS = ("max_pool_3x3", "avg_pool_3x3", "skip_connect", "none")
+from hdas_tf.nn import batch_stats, chains
+from hdas_tf.nn import convolutions
+from hdas_tf.nn import tracing
+from hdas_tf.space.op_registry import op_spec
 
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
@@ -91,7 +74,7 @@ class BatchNorm(keras.layers.Layer):
                 x=x, scale=scale, offset=offset, mean=self.moving_mean.value, variance=self.moving_variance.value,
                 epsilon=self.epsilon, is_training=False)
             return y
-        y, mean, unbiased = normalize_batch(x, scale, offset, self.epsilon)
+        y, mean, unbiased = batch_stats.normalize_batch(x, scale, offset, self.epsilon)
         if training and self.running_stats:
             self.update_running(mean, unbiased)
         return y
@@ -100,7 +83,7 @@ class BatchNorm(keras.layers.Layer):
         """(γ, β) as float32, or ones/zeros when not affine."""
         if self.affine:
             return tf.cast(self.gamma, tf.float32), tf.cast(self.beta, tf.float32)
-        return ones_vector(c), zeros_vector(c)
+        return tracing.ones_vector(c), tracing.zeros_vector(c)
 
     def update_running(self, mean, unbiased):
         """Running averages after a training-mode pass (PyTorch: unbiased variance, momentum = old weight)."""
@@ -120,7 +103,7 @@ class BatchNorm(keras.layers.Layer):
 
 def _pointwise_views(kernel):
     """A [1, 1, C, C_out] 1×1 kernel variable as (the [C, C_out] tensor a block differentiates, the 4-D tensor
-    its forward Conv2D reads): one variable read for both (``primitives.Stage.pointwise_4d``)."""
+    its forward Conv2D reads): one variable read for both (``chains.ConvBNStep.pointwise_4d``)."""
     if kernel is None:
         return None, None
     kernel_4d = tf.convert_to_tensor(kernel)
@@ -130,11 +113,11 @@ def _pointwise_views(kernel):
 def _conv_bn(bn: BatchNorm, x, training, pointwise_kernel=None, depthwise_kernel=None, stride=1, padding="SAME",
              conv_kernel=None, conv_stride=1, source=None):
     """[depthwise →] 1×1 (or ``conv_kernel``) → ``bn``: one fused block with a hand-written backward pass in
-    training mode (``primitives.block``), plain ops and the moving statistics in inference."""
+    training mode (``chains.block``), plain ops and the moving statistics in inference."""
     if not training and bn.running_stats:
-        a = x if depthwise_kernel is None else P.depthwise(x, depthwise_kernel, stride, padding)
+        a = x if depthwise_kernel is None else convolutions.depthwise(x, depthwise_kernel, stride, padding)
         if conv_kernel is None:
-            z = P.pointwise(a, pointwise_kernel)
+            z = convolutions.pointwise(a, pointwise_kernel)
         else:
             z = tf.raw_ops.Conv2D(input=a, filter=tf.cast(conv_kernel, a.dtype), strides=[1, conv_stride, conv_stride, 1],
                                   padding="VALID")
@@ -142,7 +125,7 @@ def _conv_bn(bn: BatchNorm, x, training, pointwise_kernel=None, depthwise_kernel
     pw, pw_4d = _pointwise_views(pointwise_kernel)
     scale, offset = (bn.gamma, bn.beta) if bn.affine else (None, None)
     update = bool(training and bn.running_stats)
-    out = P.block(x, pw, scale, offset, depthwise_kernel=depthwise_kernel, stride=stride, padding=padding,
+    out = chains.block(x, pw, scale, offset, depthwise_kernel=depthwise_kernel, stride=stride, padding=padding,
                   conv_kernel=conv_kernel, conv_stride=conv_stride, statistics=update, epsilon=bn.epsilon,
                   source=source, pointwise_4d=pw_4d)
     if not update:
@@ -253,7 +236,8 @@ class ReLUConvBN(_Op):
         if self.kernel_size == 1 and self.stride == 1:
             return _conv_bn(self.bn, r, training, pointwise_kernel=self.kernel, source=(x, 0))
         x = r
-        return self.bn(P._conv(x, self.kernel, self.stride, (self.kernel_size - 1) // 2), training=training)
+        z = convolutions.torch_conv2d(x, self.kernel, self.stride, (self.kernel_size - 1) // 2)
+        return self.bn(z, training=training)
 
     def compute_output_shape(self, shape):
         return _strided_shape(shape, self.stride, self.filters)
@@ -274,7 +258,7 @@ def relu_conv_bn_same_input(layers, x, training=None):
     scale = tf.concat([layer.bn.gamma for layer in layers], 0) if bn.affine else None
     offset = tf.concat([layer.bn.beta for layer in layers], 0) if bn.affine else None
     update = bool(training and bn.running_stats)
-    out = P.block(tf.nn.relu(x), kernel, scale, offset, statistics=update, epsilon=bn.epsilon, source=(x, 0))
+    out = chains.block(tf.nn.relu(x), kernel, scale, offset, statistics=update, epsilon=bn.epsilon, source=(x, 0))
     if update:
         out, mean, var = out
         for layer, m, v in zip(layers, tf.split(mean, sizes), tf.split(var, sizes)):
@@ -288,7 +272,7 @@ class FactorizedReduce(_Op):
 
     The shift pads bottom/right by one and drops the first row and column, as the reference does,
     so odd spatial sizes give the same output size as the first branch. Computed as one 2×2 stride-2
-    convolution (``primitives.factorized_reduce``). ``relu=False`` takes an input
+    convolution (``convolutions.factorized_reduce_kernel``). ``relu=False`` takes an input
     that is already rectified (a search cell computes ReLU once per state for all its edges).
     """
 
@@ -311,8 +295,8 @@ class FactorizedReduce(_Op):
         h = x
         if self.relu:
             x = tf.nn.relu(x)
-        kernel = P.factorized_reduce_kernel(self.kernel_1, self.kernel_2)
-        x_in = P.factorized_reduce_input(x)
+        kernel = convolutions.factorized_reduce_kernel(self.kernel_1, self.kernel_2)
+        x_in = convolutions.factorized_reduce_input(x)
         source = (h, 0) if self.relu and x_in is x else None  # recompute the ReLU unless padded
         return _conv_bn(self.bn, x_in, training, conv_kernel=kernel, conv_stride=2, source=source)
 
@@ -348,18 +332,19 @@ class DilConv(_Op):
         k, s, d, p = self.kernel_size, self.stride, self.dilation, self.padding
         dw, pw = self.depthwise_kernel, self.pointwise_kernel
         if p != d * (k - 1) // 2 or d > 2:  # not a cell op: the general path
-            return self.bn(P.pointwise(P._depthwise(x, dw, s, d, p), pw), training=training)
+            z = convolutions.pointwise(convolutions.torch_depthwise_conv2d(x, dw, s, d, p), pw)
+            return self.bn(z, training=training)
         if d == 1:
             if s == 1:
                 return _conv_bn(self.bn, x, training, pw, dw)
-            return _conv_bn(self.bn, P._pad(x, p), training, pw, dw, stride=s, padding="VALID")
+            return _conv_bn(self.bn, tracing.pad(x, p), training, pw, dw, stride=s, padding="VALID")
         # Dilation 2 on PyTorch's grid: at stride 2 the undilated conv of the even sub-grid; at stride 1 that
         # of each of the four sub-grids (polyphase split; odd sizes use TF's dilated kernel).
         if s == 2:
-            return _conv_bn(self.bn, P.subsample(x), training, pw, dw)
-        if P.polyphase_ok(x.shape):
-            return P.from_polyphase(_conv_bn(self.bn, P.to_polyphase(x), training, pw, dw))
-        return _conv_bn(self.bn, P._depthwise(x, dw, 1, d, p), training, pw)
+            return _conv_bn(self.bn, convolutions.subsample(x), training, pw, dw)
+        if convolutions.polyphase_ok(x.shape):
+            return convolutions.from_polyphase(_conv_bn(self.bn, convolutions.to_polyphase(x), training, pw, dw))
+        return _conv_bn(self.bn, convolutions.torch_depthwise_conv2d(x, dw, 1, d, p), training, pw)
 
     def compute_output_shape(self, shape):
         return _strided_shape(shape, self.stride, self.filters)
@@ -396,13 +381,14 @@ class SepConv(_Op):
         p = b1.padding
         pw1, pw1_4d = _pointwise_views(b1.pointwise_kernel)
         pw2, pw2_4d = _pointwise_views(b2.pointwise_kernel)
-        first = P.Stage(pw1, b1.depthwise_kernel, *((1, "SAME") if self.stride == 1 else (self.stride, "VALID")),
-                        scale=b1.bn.gamma if b1.bn.affine else None, offset=b1.bn.beta if b1.bn.affine else None,
-                        pointwise_4d=pw1_4d)
-        second = P.Stage(pw2, b2.depthwise_kernel, scale=b2.bn.gamma if b2.bn.affine else None,
+        first = chains.ConvBNStep(
+            pw1, b1.depthwise_kernel, *((1, "SAME") if self.stride == 1 else (self.stride, "VALID")),
+            scale=b1.bn.gamma if b1.bn.affine else None, offset=b1.bn.beta if b1.bn.affine else None,
+            pointwise_4d=pw1_4d)
+        second = chains.ConvBNStep(pw2, b2.depthwise_kernel, scale=b2.bn.gamma if b2.bn.affine else None,
                          offset=b2.bn.beta if b2.bn.affine else None, pointwise_4d=pw2_4d)
         update = bool(training and b1.bn.running_stats)
-        out = P.chain(x if self.stride == 1 else P._pad(x, p), [first, second], statistics=update,
+        out = chains.chain(x if self.stride == 1 else tracing.pad(x, p), [first, second], statistics=update,
                       epsilon=b1.bn.epsilon, source=(h, 0 if self.stride == 1 else p) if b1.relu else None)
         if not update:
             return out
@@ -445,12 +431,13 @@ class Pool(_Op):
             if s == 1:
                 out = tf.nn.max_pool2d(x, 3, 1, "SAME")
             else:
-                out = tf.nn.max_pool2d(P._pad(x, 1, float("-inf")), 3, s, "VALID")
+                out = tf.nn.max_pool2d(tracing.pad(x, 1, float("-inf")), 3, s, "VALID")
         elif s == 1:
             out = tf.nn.avg_pool2d(x, 3, 1, "SAME")  # TF's SAME average excludes padding; symmetric at k=3, s=1
         else:
             ones = tf.ones_like(x[:1, :, :, :1])
-            out = tf.nn.avg_pool2d(P._pad(x, 1), 3, s, "VALID") / tf.nn.avg_pool2d(P._pad(ones, 1), 3, s, "VALID")
+            out = (tf.nn.avg_pool2d(tracing.pad(x, 1), 3, s, "VALID")
+                   / tf.nn.avg_pool2d(tracing.pad(ones, 1), 3, s, "VALID"))
         if self.bn is not None:
             out = self.bn(out, training=training)
         return out
@@ -482,12 +469,6 @@ class DropPath(_Op):
         return x * (tf.floor(keep + noise) / keep)
 
 
-def _padded_shape(shape, p):
-    shape = tuple(shape)
-    return (shape[0], None if shape[1] is None else shape[1] + 2 * p,
-            None if shape[2] is None else shape[2] + 2 * p, shape[3])
-
-
 def _strided_shape(shape, stride, channels):
     shape = tuple(shape)
     def out(n):
@@ -497,23 +478,23 @@ def _strided_shape(shape, stride, channels):
 
 def make_op(name: str, channels: int, stride: int = 1, affine: bool = True, pool_bn: bool = True,
             running_stats: bool = True, relu: bool = True, op_name: str | None = None):
-    """Builds op ``name`` for ``channels`` in and out. Unknown names raise with the known ones.
+    """Builds op ``name`` (``op_registry.op_spec``) for ``channels`` in and out. Unknown names raise with the
+    known ones.
 
     Pooling BN is never affine (as the reference); ``relu=False`` builds the conv ops for an input that
     is already rectified.
     """
     _check_stride(name, stride)
+    spec = op_spec(name)
     kw = dict(name=op_name) if op_name else {}
-    if name == "none":
+    if spec.kind == "none":
         return Zero(stride, **kw)
-    if name in ("max_pool_3x3", "avg_pool_3x3"):
-        return Pool(name[:3], stride, bn=pool_bn, affine=False, running_stats=running_stats, **kw)
-    if name == "skip_connect":
+    if spec.kind == "pool":
+        return Pool(spec.pool, stride, bn=pool_bn, affine=False, running_stats=running_stats, **kw)
+    if spec.kind == "skip":
         if stride == 1:
             return Identity(**kw)
         return FactorizedReduce(channels, affine, running_stats, relu, **kw)
-    if name in ("sep_conv_3x3", "sep_conv_5x5"):
-        return SepConv(channels, int(name[-1]), stride, affine, running_stats, relu, **kw)
-    if name in ("dil_conv_3x3", "dil_conv_5x5"):
-        return DilConv(channels, int(name[-1]), stride, 2, affine, running_stats, relu, **kw)
-    raise ValueError(f"unknown op {name!r}; known ops: {', '.join(CELL_OPS)}")
+    if spec.kind == "sep_conv":
+        return SepConv(channels, spec.kernel_size, stride, affine, running_stats, relu, **kw)
+    return DilConv(channels, spec.kernel_size, stride, spec.dilation, affine, running_stats, relu, **kw)

@@ -24,19 +24,13 @@ import numpy as np
 import tensorflow as tf
 
 from hdas_tf.nn import ops
-from hdas_tf.nn import primitives as P
+from hdas_tf.nn import parameter_free
 from hdas_tf.nn.cells import FixedCell
-from hdas_tf.space.genotypes import (
-    CellGenotype,
-    StageGenotype,
-    dead_cells,
-    parse_stage_alphas,
-    validate_cell,
-    validate_stage,
-)
+from hdas_tf.space.op_registry import STAGE_OPS
+from hdas_tf.space.derive import dead_cells, parse_stage_alphas
+from hdas_tf.space.genotypes import CellGenotype, StageGenotype, validate_cell, validate_stage
 
 _PACKAGE = "hdas_tf"
-_POOLS = ("max_pool_3x3", "avg_pool_3x3")
 
 
 # === Stage-edge layout (shared by the layers, the losses and genotype derivation) ===
@@ -153,7 +147,7 @@ class SearchStage(keras.layers.Layer):
       channels: int. C_s, the cells' node width; states are C_s·|concat| wide.
       n_cells: int. Cells built (N, or N_max in the distribution search).
       window: int. m, the number of latest states a cell may read. Defaults to 3.
-      op_names: sequence of str. Stage op set in α's column order. Defaults to ``ops.STAGE_OPS``.
+      op_names: sequence of str. Stage op set in α's column order. Defaults to ``STAGE_OPS``.
       pool_bn: bool. BN after the pooling ops (stage edges and cells). Defaults to True.
       min_cells: int. Shortest candidate stage length (distribution search only).
       max_cells: int. Longest candidate length; None (default) disables the β mixture.
@@ -164,14 +158,14 @@ class SearchStage(keras.layers.Layer):
     softmax(β), required exactly in the distribution variant.
     """
 
-    def __init__(self, cell, channels, n_cells, window=3, op_names=ops.STAGE_OPS, pool_bn=True, min_cells=None,
+    def __init__(self, cell, channels, n_cells, window=3, op_names=STAGE_OPS, pool_bn=True, min_cells=None,
                  max_cells=None, **kwargs):
         super().__init__(**kwargs)
         _check_int("SearchStage", 1, channels=channels, n_cells=n_cells, window=window)
         op_names = tuple(op_names)
-        unknown = [o for o in op_names if o not in ops.STAGE_OPS]
+        unknown = [o for o in op_names if o not in STAGE_OPS]
         if unknown or not op_names or len(set(op_names)) != len(op_names):
-            raise ValueError(f"SearchStage: op_names must be distinct stage ops from {list(ops.STAGE_OPS)}, "
+            raise ValueError(f"SearchStage: op_names must be distinct stage ops from {list(STAGE_OPS)}, "
                              f"received {list(op_names)}")
         if max_cells is not None:
             _check_int("SearchStage", 2, min_cells=min_cells, max_cells=max_cells)
@@ -197,7 +191,7 @@ class SearchStage(keras.layers.Layer):
                                 reduction_prev=False, affine=True, pool_bn=self.pool_bn, drop_path=False,
                                 running_stats=False, name=f"cell_{j}") for j in range(self.n_cells)]
         # Per state, the stage edges leaving it (in α's row order); their parameter-free ops (pooling + BN,
-        # identity) are computed once per state for all of them (``primitives.shared_ops``).
+        # identity) are computed once per state for all of them (``parameter_free.shared_ops``).
         edges = [(k, t) for k, t in enumerate(t for srcs in self.sources for t in srcs)]
         self.out_edges = {t: [k for k, src in edges if src == t] for t in sorted(read)}
         self.shared_op_names = [name for name in self.op_names if name != "none"]
@@ -254,8 +248,9 @@ class SearchStage(keras.layers.Layer):
         """Edge k → its term Σ_o w_{k,o}·o(state_t) for every stage edge leaving state t."""
         if t not in self.out_edges or not self.shared_op_names:
             return {}
-        weights = P.edge_op_weights(flat, len(self.op_names), self.out_edges[t], self._shared_columns)
-        return dict(zip(self.out_edges[t], P.shared_ops(state, self.shared_op_names, weights, 1, bn=self.pool_bn)))
+        weights = parameter_free.edge_op_weights(flat, len(self.op_names), self.out_edges[t], self._shared_columns)
+        outs = parameter_free.shared_ops(state, self.shared_op_names, weights, 1, bn=self.pool_bn)
+        return dict(zip(self.out_edges[t], outs))
 
     def states(self, x, weights, training=None):
         """All states of the stage: [projection 0 (or None), projection 1, cell 0, ..., cell n-1]."""
@@ -285,8 +280,8 @@ class SearchStage(keras.layers.Layer):
             return tf.concat([states[n], states[n + 1]], axis=-1)
         # β mixture: candidate n outputs concat(cell n-2, cell n-1) = concat(state n, state n+1).
         b = tf.cast(beta_weights, x.dtype)[None, :]
-        first = P.weighted_sums(b, [states[length] for length in self.candidate_lengths])[0]
-        second = P.weighted_sums(b, [states[length + 1] for length in self.candidate_lengths])[0]
+        first = parameter_free.weighted_sums(b, [states[length] for length in self.candidate_lengths])[0]
+        second = parameter_free.weighted_sums(b, [states[length + 1] for length in self.candidate_lengths])[0]
         return tf.concat([first, second], axis=-1)
 
     def get_config(self):
@@ -306,7 +301,7 @@ class FixedStage(keras.layers.Layer):
 
     Cell j's input = Σ over its genotype edges (op, src) of op(state_src), with the stage ops max/avg
     pooling (+ BN per ``pool_bn``) and identity; the cell is called with it as both s0 and s1. Cells with
-    no path to the concat states (``genotypes.dead_cells``) are not built, and neither is a projection that
+    no path to the concat states (``derive.dead_cells``) are not built, and neither is a projection that
     no live cell and no concat index reads. Drop path, when on, acts inside the cells (on every non-identity
     cell op, as ``FixedCell``); the stage edges themselves (pooling / identity) are never dropped.
 
@@ -417,7 +412,7 @@ def derive_stage_genotype(arch: dict, space, ranking: str = "softmax", k: int = 
     """Discrete stage DAGs from the stage-level α (and β) of a stage search.
 
     Each cell keeps its top-k candidate edges by strongest non-'none' op, with sources as STATE indices
-    (``genotypes.parse_stage_alphas`` maps window positions). In the distribution search the stage length
+    (``derive.parse_stage_alphas`` maps window positions). In the distribution search the stage length
     is n = argmax_n β_s (lowest n on ties); the DAG is cut to its first n cells (later cells have no path
     to the output) and its concat is the argmax-β pair (cell n-2, cell n-1) = states (n, n+1).
 

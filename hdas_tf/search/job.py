@@ -14,12 +14,12 @@ from absl import logging
 
 from hdas_tf.space import clusters
 from hdas_tf.data import pipeline as data
-from hdas_tf.space import genotypes
+from hdas_tf.space import derive, genotypes, registry
 from hdas_tf.run import op_tracebacks
 from hdas_tf.search.config import SearchConfig
 from hdas_tf.search.losses import make_arch_regularizer, stage_flops_share
 from hdas_tf.nn.supernets import ChainSupernet, StageSupernet
-from hdas_tf.nn.ops import CELL_OPS
+from hdas_tf.space.op_registry import CELL_OPS
 from hdas_tf.run.optimizers import FlatSGD
 from hdas_tf.search.model import ArchitectureSearchModel, CosineEpochSchedule
 from hdas_tf.space.search_space import SearchSpace, log10_space_size
@@ -89,7 +89,7 @@ def check_inputs(cfg: SearchConfig) -> None:
     """Reads the files a config names (genotype, StacNAS clusters and hand-off) so that a bad one stops the run
     before it writes anything; raises ValueError naming the file and the problem."""
     if cfg.genotype:
-        genotypes.resolve(cfg.genotype)
+        registry.resolve(cfg.genotype)
     if cfg.stacnas == "clusters":
         stage1_clusters(cfg)
     elif cfg.stacnas == "members":
@@ -110,7 +110,7 @@ def search_space(cfg: SearchConfig, num_classes: int) -> SearchSpace:
     lengths = tuple(cfg.stage_lengths) if cfg.stage_lengths else (6, 6, 6)
     if cfg.search == "stage" and not cfg.stage_lengths:
         # Phase 3 reads the stage lengths the distribution search chose, when its genotype carries them.
-        chosen = genotypes.resolve(cfg.genotype).stage_lengths
+        chosen = registry.resolve(cfg.genotype).stage_lengths
         lengths = tuple(chosen) if chosen else lengths
     return SearchSpace(stage=cfg.stage, window=cfg.window, stage_lengths=lengths, min_cells=cfg.min_cells,
                        max_cells=cfg.max_cells if cfg.search == "distribution" else None,
@@ -121,7 +121,7 @@ def search_space(cfg: SearchConfig, num_classes: int) -> SearchSpace:
 def derive_cell_genotype(arch: dict, space: SearchSpace, ranking: str = "softmax") -> genotypes.Genotype:
     """Top-2 edges per node, 'none' excluded (DESIGN §5), for every α group of a cell search; with per-edge op
     sets (StacNAS stage 2) each edge chooses among its own ops."""
-    cells = {group: genotypes.parse_cell_alphas(
+    cells = {group: derive.parse_cell_alphas(
         arch[f"alpha_{group}"], op_names=space.cell_ops, steps=space.steps, ranking=ranking,
         op_mask=None if space.edge_ops is None else space.op_mask(group))
         for group in space.cell_groups}
@@ -136,7 +136,7 @@ def build_search(cfg: SearchConfig, strategy, info: data.DataInfo, steps_per_epo
         derive = lambda arch: derive_cell_genotype(arch, space, cfg.edge_ranking)  # noqa: E731
         make_supernet = lambda: ChainSupernet(space, pool_bn=cfg.pool_bn)  # noqa: E731
     else:
-        cell_genotype = genotypes.resolve(cfg.genotype)
+        cell_genotype = registry.resolve(cfg.genotype)
         if cell_genotype.cells is None:
             raise ValueError(f"genotype {cfg.genotype!r} has no cells; a stage search needs a cell genotype "
                              "(e.g. DARTS_V2, HC_DAS or a cell search's genotype.json)")

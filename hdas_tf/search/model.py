@@ -21,7 +21,7 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
-from hdas_tf.nn import primitives
+from hdas_tf.nn import tracing
 from hdas_tf.run.optimizers import FlatSGD
 
 _PACKAGE = "hdas_tf"
@@ -108,7 +108,7 @@ class ArchitectureSearchModel(keras.Model):
       grad_clip: float. Global-norm clip of the weight gradient after aggregation; 0 disables. Defaults to 5.
       seed: int. Seed of α's initialisation 1e-3·N(0, 1).
       recompute: bool. Keep only the inputs of each conv → BN block for the backward pass and recompute the
-        rest there (``primitives``): much less activation memory for some extra forward work. Defaults to False.
+        rest there (``hdas_tf.nn.chains``): much less activation memory for some extra forward work. Defaults to False.
     """
 
     def __init__(self, supernet, arch_shapes: dict, arch_regularizer: Callable | None = None, unrolled=False,
@@ -143,7 +143,7 @@ class ArchitectureSearchModel(keras.Model):
         return {name: v for name, v in zip(self.arch_names, self._arch)}
 
     def call(self, images, training=None):
-        with primitives.options(recompute=self.recompute):
+        with tracing.options(recompute=self.recompute):
             return self.supernet(images, {n: v.value for n, v in zip(self.arch_names, self._arch)}, training=training)
 
     def build_all(self, image_shape, w_optimizer, a_optimizer):
@@ -208,7 +208,7 @@ class ArchitectureSearchModel(keras.Model):
         wv = self.weight_variables
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             # The weights only: the tape then records nothing of the α → softmax path, and the conv blocks
-            # build no ∂/∂w_o (primitives.chain).
+            # build no ∂/∂w_o (chains.chain).
             tape.watch([v.value for v in wv])
             logits = self(xt, training=True)
             loss_w = _average_loss(yt, logits)
@@ -225,7 +225,7 @@ class ArchitectureSearchModel(keras.Model):
         av = [v.value for v in self._arch]
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(av)  # α/β only: no weight-gradient kernels are needed in the backward pass,
-            with primitives.options(weight_gradients=False):  # so the conv blocks do not even build them
+            with tracing.options(weight_gradients=False):  # so the conv blocks do not even build them
                 logits_v = self(xv, training=True)  # BN in training mode on the val batch, as the reference
             loss_a = _average_loss(yv, logits_v)
             reg, terms = self._arch_regularization()
@@ -262,7 +262,7 @@ class ArchitectureSearchModel(keras.Model):
             sources = [values[i] for i in wrt]
             with tf.GradientTape(watch_accessed_variables=False) as tape:
                 tape.watch(sources)
-                with primitives.options(weight_gradients=weight_gradients):
+                with tracing.options(weight_gradients=weight_gradients):
                     loss, logits = loss_at(values, x, y)
             grads = tape.gradient(loss, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
             return _all_reduce_sum(grads), loss, logits

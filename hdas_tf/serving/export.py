@@ -56,7 +56,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from hdas_tf.nn import primitives as P
+from hdas_tf.nn import tracing
 
 EXPORT_FORMAT = "hdas_tf.export/1"
 DATA_INFO_FORMAT = "hdas_tf.data_info/1"
@@ -446,7 +446,7 @@ def export_model(model, spec: ServingSpec, export_dir: str, version: int = 1, *,
     tmp = tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=export_dir)
     try:
         # TF's own kernels in the exported graphs: TF Serving and TFLite know none of hdas_tf's CPU ops.
-        with P.options(native_kernels=True):
+        with tracing.options(native_kernels=True):
             _write_savedmodel(model, spec, tmp, resize, tflite, source)
         _check_free(target, overwrite)
         if os.path.lexists(target):

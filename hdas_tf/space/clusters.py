@@ -21,8 +21,8 @@ import os
 
 import numpy as np
 
-from hdas_tf.space.genotypes import alpha_matrix
-from hdas_tf.nn.ops import CELL_OPS
+from hdas_tf.space.derive import alpha_matrix
+from hdas_tf.space.op_registry import CELL_OPS
 
 CLUSTERS_FORMAT = "hdas_tf.clusters/1"
 EDGE_CLUSTERS_FORMAT = "hdas_tf.edge_clusters/1"

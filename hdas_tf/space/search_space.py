@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from hdas_tf.nn.ops import CELL_OPS, STAGE_OPS
+from hdas_tf.space.op_registry import CELL_OPS, STAGE_OPS
 
 CELL_SHARING = ("shared", "stage_specific")
 STAGE_LEVELS = ("chain", "shared", "stage_specific")
@@ -149,12 +149,6 @@ class SearchSpace:
         return np.array([[o in names for o in self.cell_ops] for names in self.edge_op_names(group)])
 
     # === stage level ===
-
-    @property
-    def stage_groups(self) -> tuple[str, ...]:
-        if self.stage == "chain":
-            return ()
-        return ("stage",) if self.stage == "shared" else ("stage1", "stage2", "stage3")
 
     @property
     def cells_per_stage(self) -> tuple[int, int, int]:

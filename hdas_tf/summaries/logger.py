@@ -35,6 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from hdas_tf.space import genotypes as gt
+from hdas_tf.space.derive import dead_cells
 
 _log = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ def cell_markdown(cell: gt.CellGenotype, name: str) -> str:
 
 def stage_markdown(stage: gt.StageGenotype, name: str) -> str:
     """A markdown table of one stage DAG: one row per cell with its edges; dead cells are marked."""
-    dead = set(gt.dead_cells(stage))
+    dead = set(dead_cells(stage))
     lines = [f"#### stage {name}", "", "| cell | edges |", "|---|---|"]
     for j, cell in enumerate(stage.cells):
         mark = " (dead)" if j in dead else ""
@@ -216,9 +217,9 @@ def stage_dot(stage: gt.StageGenotype, name: str) -> str:
     """Graphviz DOT text of a stage DAG: inputs in0, in1, cells 0..n-1, output ``out``.
 
     Every genotype edge is one line ``src -> cellJ [label="op"]``; the concat edges into ``out`` carry no
-    label. Dead cells (``genotypes.dead_cells``) and the edges into them are drawn dashed.
+    label. Dead cells (``derive.dead_cells``) and the edges into them are drawn dashed.
     """
-    dead = set(gt.dead_cells(stage))
+    dead = set(dead_cells(stage))
     ids = {0: "in0", 1: "in1", **{j + 2: f"cell{j}" for j in range(len(stage.cells))}}
     lines = [f"digraph {_quote(f'stage {name}')} {{", *_HEADER, f"  label={_quote(f'stage {name}')};"]
     lines.append('  in0 [label="in0", fillcolor=darkseagreen2];')

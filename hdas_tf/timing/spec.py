@@ -107,10 +107,10 @@ class BenchmarkSpec:
         if not 0.0 <= self.drop_path_rate < 1.0:
             fail("drop_path_rate", "must be in [0, 1)")
         if self.config in ("stage_search", "distribution_search", "train", "inference"):
-            from hdas_tf.space import genotypes
+            from hdas_tf.space import registry
 
             try:
-                cells = genotypes.resolve(self.genotype).cells
+                cells = registry.resolve(self.genotype).cells
             except ValueError as e:
                 raise ValueError(f"--genotype: {e}") from None
             if cells is None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from hdas_tf.nn import primitives
+from hdas_tf.nn import tracing
 from hdas_tf.nn.eval_networks import ChainNetwork, StageNetwork, as_genotype
 from hdas_tf.space.genotypes import Genotype
 from hdas_tf.search.model import _correct_share, apply_weight_gradients
@@ -147,7 +147,7 @@ class TrainingModel(keras.Model):
       grad_clip: float. Global-norm clip after cross-replica aggregation; 0 disables. Defaults to 5.
       label_smoothing: float. ε of both losses. Defaults to 0.
       recompute: bool. Keep only the inputs of each conv → BN block for the backward pass and recompute the
-        rest there (``primitives``): less activation memory for some extra forward work. Defaults to False.
+        rest there (``hdas_tf.nn.chains``): less activation memory for some extra forward work. Defaults to False.
     """
 
     def __init__(self, network, auxiliary_weight: float = 0.4, weight_decay: float = 3e-4, grad_clip: float = 5.0,
@@ -199,7 +199,7 @@ class TrainingModel(keras.Model):
         """
         images, labels = data
         variables = self.network.trainable_variables
-        with tf.GradientTape() as tape, primitives.options(recompute=self.recompute):
+        with tf.GradientTape() as tape, tracing.options(recompute=self.recompute):
             outputs = self.network(images, training=True)
             loss, main, aux, logits = self.losses_of(labels, outputs)
         grads = tape.gradient(loss, [v.value for v in variables], unconnected_gradients=tf.UnconnectedGradients.ZERO)

@@ -12,7 +12,7 @@ from absl import app
 from absl.testing import flagsaver
 
 from hdas_tf.cli import inspect as inspect_main
-from hdas_tf.space.genotypes import REGISTRY
+from hdas_tf.space.registry import REGISTRY
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -58,7 +58,7 @@ def test_genotype_validates_and_matches_alphas(full_run):
     alphas = np.load(run_dir / "alphas.npz")
     assert sorted(alphas.files) == ["alpha_normal", "alpha_reduce"]
     assert alphas["alpha_normal"].shape == (14, 8)
-    from hdas_tf.space.genotypes import parse_cell_alphas
+    from hdas_tf.space.derive import parse_cell_alphas
 
     assert genotype.cell_for("normal") == parse_cell_alphas(alphas["alpha_normal"])
     # The final genotype is the last epoch's (the default selection rule).
@@ -95,7 +95,7 @@ def test_distribution_then_stage_search_through_the_cli(tmp_path):
     _search(dist, "--search=distribution", "--genotype=DARTS_V2", "--min_cells=2", "--max_cells=3", *tiny)
     g = Genotype.load(dist / "genotype.json")
     g.validate(window=3)
-    from hdas_tf.space.genotypes import REGISTRY
+    from hdas_tf.space.registry import REGISTRY
 
     assert g.cells == REGISTRY["DARTS_V2"].cells
     assert len(g.stage_lengths) == 3 and all(2 <= n <= 3 for n in g.stage_lengths)

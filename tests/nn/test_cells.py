@@ -9,9 +9,9 @@ import tensorflow as tf
 
 from hdas_tf.nn import ops
 from hdas_tf.nn.cells import FixedCell, SearchCell
-from hdas_tf.space.genotypes import REGISTRY
+from hdas_tf.space.registry import REGISTRY
 from hdas_tf.nn.supernets import ChainSupernet, chain_layout
-from hdas_tf.nn.ops import CELL_OPS
+from hdas_tf.space.op_registry import CELL_OPS
 from hdas_tf.space.search_space import SearchSpace, log10_cell_level_size, log10_cell_space
 
 

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from hdas_tf.nn import cpu_kernels
-from hdas_tf.nn import primitives as P
+from hdas_tf.nn import tracing
 
 LIB = cpu_kernels.library()
 pytestmark = pytest.mark.skipif(LIB is None, reason="hdas_tf's CPU kernels are not in use in this process")
@@ -195,7 +195,7 @@ def _search_gradients(native: bool):
 
     @tf.function
     def step(images):
-        with P.options(native_kernels=native):  # the backward pass too: it is traced by tape.gradient
+        with tracing.options(native_kernels=native):  # the backward pass too: it is traced by tape.gradient
             with tf.GradientTape() as tape:
                 logits = net(images, arch, training=True)
                 loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))

@@ -23,7 +23,8 @@ from hdas_tf.nn.eval_networks import (
     build_eval_network,
     drop_path_rate_at,
 )
-from hdas_tf.space.genotypes import REGISTRY, Genotype
+from hdas_tf.space.genotypes import Genotype
+from hdas_tf.space.registry import REGISTRY
 from hdas_tf.nn.macs import count_macs, count_params, layer_macs
 
 DARTS_V2 = REGISTRY["DARTS_V2"]
@@ -68,7 +69,7 @@ def images(n=2, size=32, seed=0):
 def test_darts_v2_cifar_parameter_count_and_aux_head_by_hand():
     net = ChainNetwork(DARTS_V2, 10, 36, 20, layout="cifar", pool_bn=False)
     net.build((None, 32, 32, 3))
-    # The published DARTS (second order) CIFAR-10 figure (shared/GENOTYPES.md).
+    # The published DARTS (second order) CIFAR-10 figure.
     assert count_params(net) == 3_349_342
     # Aux head reads the second reduction cell's output: 4·(4C) = 576 channels.
     assert net.cells[net.aux_index].output_channels == 16 * 36
@@ -401,8 +402,8 @@ def graph_macs(model, image_shape):
     (lambda: StageNetwork(small_stage_genotype(dead=True), 10, 4, auxiliary=False), (32, 32, 3)),
 ])
 def test_count_macs_matches_traced_graph(make, image_shape):
-    # Strided dilated convolutions run on the even sub-grid (primitives._depthwise), so the traced graph does
-    # exactly the analytic (PyTorch-grid) work.
+    # Strided dilated convolutions run on the even sub-grid (convolutions.torch_depthwise_conv2d), so the traced
+    # graph does exactly the analytic (PyTorch-grid) work.
     net = make()
     net.build((None, *image_shape))
     assert count_macs(net, image_shape) == graph_macs(net, image_shape)

@@ -5,8 +5,8 @@ import pytest
 import tensorflow as tf
 
 from hdas_tf.nn import ops
-from hdas_tf.nn import primitives
-from hdas_tf.nn.ops import CELL_OPS, STAGE_OPS
+from hdas_tf.nn import convolutions
+from hdas_tf.space.op_registry import CELL_OPS, STAGE_OPS
 
 EPS = 1e-5
 
@@ -141,14 +141,14 @@ def test_pool_bn_is_batch_norm_after_pooling():
 @pytest.mark.parametrize("k,stride,padding", [(3, 2, 1), (3, 1, 1), (1, 2, 0), (5, 2, 2)])
 def test_conv_helper_matches_reference(k, stride, padding, size):
     x, kernel = rand(2, size, size, 3, seed=1), rand(k, k, 3, 5, seed=2)
-    y = primitives._conv(tf.constant(x), tf.constant(kernel), stride, padding).numpy()
+    y = convolutions.torch_conv2d(tf.constant(x), tf.constant(kernel), stride, padding).numpy()
     np.testing.assert_allclose(y, np_conv(x, kernel, stride, padding), rtol=1e-4, atol=1e-4)
 
 
 def test_conv_stride2_samples_pytorch_grid_not_keras_same():
     # On a 6×6 input, PyTorch (pad 1 each side) samples centres 0, 2, 4; Keras 'same' would sample 1, 3, 5.
     x, kernel = rand(1, 6, 6, 2, seed=4), rand(3, 3, 2, 2, seed=5)
-    y = primitives._conv(tf.constant(x), tf.constant(kernel), 2, 1).numpy()
+    y = convolutions.torch_conv2d(tf.constant(x), tf.constant(kernel), 2, 1).numpy()
     np.testing.assert_allclose(y, np_conv(x, kernel, 2, 1), rtol=1e-4, atol=1e-4)
     same = tf.nn.conv2d(x, kernel, 2, "SAME").numpy()
     assert not np.allclose(y, same, atol=1e-3)
@@ -159,14 +159,14 @@ def test_conv_stride2_samples_pytorch_grid_not_keras_same():
 def test_depthwise_helper_matches_reference(k, stride, dilation, size):
     padding = dilation * (k - 1) // 2
     x, kernel = rand(2, size, size, 3, seed=6), rand(k, k, 3, 1, seed=7)
-    y = primitives._depthwise(tf.constant(x), tf.constant(kernel), stride, dilation, padding).numpy()
+    y = convolutions.torch_depthwise_conv2d(tf.constant(x), tf.constant(kernel), stride, dilation, padding).numpy()
     np.testing.assert_allclose(y, np_depthwise(x, kernel, stride, padding, dilation), rtol=1e-4, atol=1e-4)
 
 
 def test_dilated_stride2_equals_subsampled_stride1():
     x, kernel = rand(1, 9, 9, 2, seed=8), rand(3, 3, 2, 1, seed=9)
-    s1 = primitives._depthwise(tf.constant(x), tf.constant(kernel), 1, 2, 2).numpy()
-    s2 = primitives._depthwise(tf.constant(x), tf.constant(kernel), 2, 2, 2).numpy()
+    s1 = convolutions.torch_depthwise_conv2d(tf.constant(x), tf.constant(kernel), 1, 2, 2).numpy()
+    s2 = convolutions.torch_depthwise_conv2d(tf.constant(x), tf.constant(kernel), 2, 2, 2).numpy()
     np.testing.assert_allclose(s2, s1[:, ::2, ::2, :], rtol=1e-6)
 
 
@@ -208,7 +208,7 @@ def test_sep_conv_matches_reference(stride):
 
 @pytest.mark.parametrize("stride", [1, 2])
 def test_sep_conv_training_updates_both_running_statistics(stride):
-    """In training a SepConv runs as one chain (primitives.chain); each BN still gets its own running averages."""
+    """In training a SepConv runs as one chain (chains.chain); each BN still gets its own running averages."""
     x = _non_affine_input(size=7)
     op = ops.SepConv(3, 3, stride, affine=True, running_stats=True)
     op.build(x.shape)

@@ -1,16 +1,22 @@
-"""Tests of hdas_tf.primitives: the hand-written backward passes against TF's autodiff of the same math.
+"""Tests of the tensor-level building blocks (hdas_tf.nn.tracing, batch_stats, convolutions, chains,
+parameter_free): the hand-written backward passes against TF's autodiff of the same math.
 
-The op layers and the search cell are built from ``primitives.block``; tests/test_ops.py and test_cells.py
-compare their outputs with numpy references and with each other. Here each block's gradients (input, BN
-scale and offset, the op weight, every kernel) are checked against autodiff of plain ops, which share no
-code with the hand-written pass.
+The op layers and the search cell are built from ``chains.block``; test_ops.py and test_cells.py compare their
+outputs with numpy references and with each other. Here each block's gradients (input, BN scale and offset, the
+op weight, every kernel) are checked against autodiff of plain ops, which share no code with the hand-written
+pass.
 """
+
+import re
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from hdas_tf.nn import primitives as P
+from hdas_tf.nn import chains
+from hdas_tf.nn import convolutions
+from hdas_tf.nn import parameter_free
+from hdas_tf.nn import tracing
 
 
 def rand(*shape, seed=0):
@@ -69,8 +75,8 @@ def test_block_gradients_equal_autodiff(name, recompute, weighted, affine):
         return value, tape.gradient(value, sources)
 
     kwargs = dict(depthwise_kernel=dw, stride=stride, padding=padding, conv_kernel=conv, conv_stride=2)
-    with P.options(recompute=recompute):
-        got, got_grads = loss(lambda: P.block(x, pw, scale, offset, weight=weight, **kwargs))
+    with tracing.options(recompute=recompute):
+        got, got_grads = loss(lambda: chains.block(x, pw, scale, offset, weight=weight, **kwargs))
     want, want_grads = loss(lambda: reference_block(x, pw, scale, offset, dw, stride, padding, conv, 2, weight))
     np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4)
     for g, w, t in zip(got_grads, want_grads, sources):
@@ -98,9 +104,10 @@ def test_two_stage_chain_gradients_equal_autodiff(stride, recompute, affine):
             loss = tf.reduce_sum(fn() * probe)
         return loss, tape.gradient(loss, sources)
 
-    with P.options(recompute=recompute):
-        got, got_g = grads(lambda: P.chain(x_in, [P.Stage(pw1, dw1, stride, padding, scale=gb[0], offset=gb[1]),
-                                                 P.Stage(pw2, dw2, scale=gb[2], offset=gb[3])], weight=weight))
+    with tracing.options(recompute=recompute):
+        steps = [chains.ConvBNStep(pw1, dw1, stride, padding, scale=gb[0], offset=gb[1]),
+                 chains.ConvBNStep(pw2, dw2, scale=gb[2], offset=gb[3])]
+        got, got_g = grads(lambda: chains.chain(x_in, steps, weight=weight))
     want, want_g = grads(lambda: reference_block(tf.nn.relu(reference_block(x_in, pw1, gb[0], gb[1], dw1, stride,
                                                                             padding)),
                                                  pw2, gb[2], gb[3], dw2, weight=weight))
@@ -125,8 +132,8 @@ def test_chain_with_a_relu_source_differentiates_through_the_relu(pad, recompute
         return tape.gradient(loss, [h, dw, pw])
 
     x = tf.pad(tf.nn.relu(h), [[0, 0], [pad, pad], [pad, pad], [0, 0]])
-    with P.options(recompute=recompute):
-        got = grads(lambda: P.chain(x, [P.Stage(pw, dw, stride, padding)], source=(h, pad)))
+    with tracing.options(recompute=recompute):
+        got = grads(lambda: chains.chain(x, [chains.ConvBNStep(pw, dw, stride, padding)], source=(h, pad)))
     want = grads(lambda: reference_block(tf.pad(tf.nn.relu(h), [[0, 0], [pad, pad], [pad, pad], [0, 0]]), pw, None,
                                          None, dw, stride, padding))
     for a, b in zip(got, want):
@@ -135,7 +142,7 @@ def test_chain_with_a_relu_source_differentiates_through_the_relu(pad, recompute
 
 def test_block_statistics_are_batch_mean_and_unbiased_variance():
     x, pw = rand(2, 3, 3, 2, seed=8), rand(2, 3, seed=9)
-    _, mean, var = P.block(x, pw, statistics=True)
+    _, mean, var = chains.block(x, pw, statistics=True)
     z = tf.einsum("bhwc,cd->bhwd", x, pw).numpy().reshape(-1, 3)
     np.testing.assert_allclose(mean.numpy(), z.mean(axis=0), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(var.numpy(), z.var(axis=0, ddof=1), rtol=1e-4)
@@ -149,8 +156,8 @@ def test_block_without_weight_gradients_gives_input_and_weight_gradients_only():
     def grads(weight_gradients):
         with tf.GradientTape() as tape:
             tape.watch([x, weight, dw, pw])
-            with P.options(weight_gradients=weight_gradients):
-                y = P.block(x, pw, depthwise_kernel=dw, weight=weight)
+            with tracing.options(weight_gradients=weight_gradients):
+                y = chains.block(x, pw, depthwise_kernel=dw, weight=weight)
             loss = tf.reduce_sum(y * probe)
         return tape.gradient(loss, [x, weight, dw, pw])
 
@@ -161,12 +168,12 @@ def test_block_without_weight_gradients_gives_input_and_weight_gradients_only():
 
 
 def test_options_are_scoped():
-    with P.options(recompute=True, weight_gradients=False):
-        assert P._option("recompute", False) and not P._option("weight_gradients", True)
-        with P.options(recompute=False):
-            assert not P._option("recompute", True)
-        assert P._option("recompute", False)
-    assert not P._option("recompute", False) and P._option("weight_gradients", True)
+    with tracing.options(recompute=True, weight_gradients=False):
+        assert tracing.option("recompute", False) and not tracing.option("weight_gradients", True)
+        with tracing.options(recompute=False):
+            assert not tracing.option("recompute", True)
+        assert tracing.option("recompute", False)
+    assert not tracing.option("recompute", False) and tracing.option("weight_gradients", True)
 
 
 @pytest.mark.parametrize("size", [6, 7])
@@ -174,7 +181,7 @@ def test_fast_depthwise_filter_gradient_equals_native_and_has_a_second_derivativ
     x, kernel = rand(3, size, size, 4, seed=14), rand(5, 5, 4, 1, seed=15)
     probe = rand(3, size, size, 4, seed=16)
     results = []
-    for fn in (P.depthwise, lambda a, k: tf.nn.depthwise_conv2d(a, k, [1, 1, 1, 1], "SAME")):
+    for fn in (convolutions.depthwise, lambda a, k: tf.nn.depthwise_conv2d(a, k, [1, 1, 1, 1], "SAME")):
         with tf.GradientTape() as outer:
             outer.watch([x, kernel])
             with tf.GradientTape() as inner:
@@ -189,20 +196,23 @@ def test_fast_depthwise_filter_gradient_equals_native_and_has_a_second_derivativ
 
 def test_polyphase_round_trip_and_dilated_conv():
     x = rand(2, 8, 6, 3, seed=17)
-    np.testing.assert_array_equal(P.from_polyphase(P.to_polyphase(x)).numpy(), x.numpy())
+    np.testing.assert_array_equal(convolutions.from_polyphase(convolutions.to_polyphase(x)).numpy(), x.numpy())
     kernel = rand(3, 3, 3, 1, seed=18)
-    via_polyphase = P.from_polyphase(P.depthwise_same(P.to_polyphase(x), kernel))
+    via_polyphase = convolutions.from_polyphase(convolutions.depthwise_same(convolutions.to_polyphase(x), kernel))
     dilated = tf.nn.depthwise_conv2d(x, kernel, [1, 1, 1, 1], "SAME", dilations=[2, 2])
     np.testing.assert_allclose(via_polyphase.numpy(), dilated.numpy(), rtol=1e-5, atol=1e-5)
-    assert not P.polyphase_ok((2, 7, 8, 3)) and P.polyphase_ok((2, 8, 8, 3))
+    assert not convolutions.polyphase_ok((2, 7, 8, 3)) and convolutions.polyphase_ok((2, 8, 8, 3))
 
 
 @pytest.mark.parametrize("direction", ["to", "from"])
 def test_polyphase_gradients_are_the_inverse_rearrangement(direction):
     x, probe = rand(2, 8, 6, 3, seed=30), rand(2, 8, 6, 3, seed=31)
     if direction == "from":  # a polyphase tensor: 4 sub-grids of 2 images
-        x, probe = P.to_polyphase(x), P.to_polyphase(probe)
-    taped, plain = (P.to_polyphase, P._to_polyphase) if direction == "to" else (P.from_polyphase, P._from_polyphase)
+        x, probe = convolutions.to_polyphase(x), convolutions.to_polyphase(probe)
+    if direction == "to":
+        taped, plain = convolutions.to_polyphase, convolutions._to_polyphase
+    else:
+        taped, plain = convolutions.from_polyphase, convolutions._from_polyphase
     grads = []
     for fn in (taped, plain):  # the hand-written gradient against autodiff of the reshapes and transpose
         with tf.GradientTape() as tape:
@@ -219,7 +229,7 @@ def test_block_gradients_do_not_need_the_weight_watched():
     def grads(watch_weight):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch([x, pw] + ([weight] if watch_weight else []))
-            loss = tf.reduce_sum(P.block(x, pw, weight=weight) * probe)
+            loss = tf.reduce_sum(chains.block(x, pw, weight=weight) * probe)
         return tape.gradient(loss, [x, pw])
 
     for a, b in zip(grads(True), grads(False)):
@@ -232,8 +242,8 @@ def test_graph_constants_live_and_die_with_their_graph():
 
     graph = tf.Graph()
     with graph.as_default():
-        first, second = P.constant([1, 2]), P.constant([1, 2])
-    assert first is second and P.constant([1, 2]) is not first  # one per graph (eager here: a new tensor)
+        first, second = tracing.constant([1, 2]), tracing.constant([1, 2])
+    assert first is second and tracing.constant([1, 2]) is not first  # one per graph (eager here: a new tensor)
     ref = weakref.ref(graph)
     del graph, first, second
     gc.collect()
@@ -242,7 +252,7 @@ def test_graph_constants_live_and_die_with_their_graph():
 
 def test_subsample_is_the_even_sub_grid():
     x = rand(2, 7, 7, 3, seed=19)
-    np.testing.assert_array_equal(P.subsample(x).numpy(), x.numpy()[:, ::2, ::2, :])
+    np.testing.assert_array_equal(convolutions.subsample(x).numpy(), x.numpy()[:, ::2, ::2, :])
 
 
 @pytest.mark.parametrize("recompute", [False, True])
@@ -275,9 +285,20 @@ def test_shared_ops_gradients_equal_autodiff(size, stride, bn, recompute):
             loss = tf.add_n([tf.reduce_sum(o * p) for o, p in zip(outs, probes)])
         return loss, tape.gradient(loss, [h] + flat)
 
-    with P.options(recompute=recompute):
-        got, got_g = grads(lambda: P.shared_ops(h, names, weights, stride, bn))
+    with tracing.options(recompute=recompute):
+        got, got_g = grads(lambda: parameter_free.shared_ops(h, names, weights, stride, bn))
     want, want_g = grads(reference)
     np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4)
     for a, b in zip(got_g, want_g):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=2e-3, atol=2e-4)
+
+
+def test_shared_ops_take_only_parameter_free_ops():
+    h, w = rand(1, 4, 4, 2, seed=3), [[tf.constant(1.0)]]
+    with pytest.raises(ValueError, match=re.escape("shared_ops: only pooling and skip_connect are shared, received "
+                                                   "['sep_conv_3x3']")):
+        parameter_free.shared_ops(h, ["sep_conv_3x3"], w)
+    with pytest.raises(ValueError, match=re.escape("unknown op 'max_pool_5x5'; known ops: max_pool_3x3, ")):
+        parameter_free.shared_ops(h, ["max_pool_5x5"], w)
+    with pytest.raises(ValueError, match="a strided skip_connect has weights"):
+        parameter_free.shared_ops(h, ["skip_connect"], w, stride=2)

@@ -10,7 +10,8 @@ import pytest
 import tensorflow as tf
 
 from hdas_tf.space import search_space as S
-from hdas_tf.space.genotypes import REGISTRY, CellGenotype, Genotype, StageGenotype
+from hdas_tf.space.genotypes import CellGenotype, Genotype, StageGenotype
+from hdas_tf.space.registry import REGISTRY
 from hdas_tf.search.losses import make_arch_regularizer
 from hdas_tf.nn.supernets import StageSupernet
 from hdas_tf.search.model import ArchitectureSearchModel

@@ -10,9 +10,9 @@ import tensorflow as tf
 
 from hdas_tf.space import clusters as C
 from hdas_tf.nn.cells import SearchCell
-from hdas_tf.space.genotypes import parse_cell_alphas
+from hdas_tf.space.derive import parse_cell_alphas
 from hdas_tf.nn.supernets import ChainSupernet
-from hdas_tf.nn.ops import CELL_OPS
+from hdas_tf.space.op_registry import CELL_OPS
 from hdas_tf.space.search_space import (SearchSpace, log10_cell_level_size, log10_cell_space, log10_cell_space_per_edge,
                                   space_from_config, space_to_config)
 

@@ -11,6 +11,8 @@ import pytest
 import tensorflow as tf
 
 from hdas_tf.space import genotypes as gt
+from hdas_tf.space.derive import dead_cells
+from hdas_tf.space.registry import REGISTRY
 from hdas_tf.summaries import logger as S
 from hdas_tf.space.search_space import SearchSpace
 
@@ -96,7 +98,7 @@ def _cell_edge_texts(cell):
 
 @pytest.mark.parametrize("name", ["DARTS_V2", "PDARTS", "HC_DAS"])
 def test_markdown_lists_every_cell_edge(name):
-    genotype = gt.REGISTRY[name]
+    genotype = REGISTRY[name]
     text = S.genotype_markdown(genotype)
     sections = text.split("#### cell ")[1:]
     assert [s.split("\n", 1)[0] for s in sections] == list(genotype.cells)
@@ -114,7 +116,7 @@ def test_markdown_lists_every_cell_edge(name):
 
 @pytest.mark.parametrize("name", ["HS_DAS_CIFAR", "HS_DAS_IMAGENET"])
 def test_markdown_lists_every_stage_edge(name):
-    genotype = gt.REGISTRY[name]
+    genotype = REGISTRY[name]
     text = S.genotype_markdown(genotype)
     sections = text.split("#### stage ")[1:]
     assert len(sections) == 3
@@ -131,7 +133,7 @@ def test_markdown_lists_every_stage_edge(name):
 
 
 def test_markdown_marks_dead_cells_and_shared_stage_and_lengths():
-    genotype = gt.REGISTRY["DARTS_V2"].with_stages(
+    genotype = REGISTRY["DARTS_V2"].with_stages(
         gt.Genotype(cells=None, stages=(DEAD_STAGE,), stage_lengths=(4, 4, 4)))
     text = S.genotype_markdown(genotype)
     assert "#### stage shared" in text
@@ -175,7 +177,7 @@ def _parse_dot(text):
 
 @pytest.mark.parametrize("name", ["DARTS_V2", "HC_DAS", "PC_DARTS"])
 def test_cell_dot_structure(name):
-    genotype = gt.REGISTRY[name]
+    genotype = REGISTRY[name]
     dots = S.genotype_dot(genotype)
     assert sorted(dots) == sorted(f"cell_{k}" for k in genotype.cells)
     ids = {0: "c_km2", 1: "c_km1", 2: "node0", 3: "node1", 4: "node2", 5: "node3"}
@@ -190,7 +192,7 @@ def test_cell_dot_structure(name):
 
 @pytest.mark.parametrize("name", ["HS_DAS_CIFAR", "HS_DAS_IMAGENET"])
 def test_stage_dot_structure(name):
-    genotype = gt.REGISTRY[name]
+    genotype = REGISTRY[name]
     dots = S.genotype_dot(genotype)
     assert sorted(dots) == ["stage_0", "stage_1", "stage_2"]
     for s, stage in enumerate(genotype.stages):
@@ -200,11 +202,11 @@ def test_stage_dot_structure(name):
                                          for op, src in c]
         assert concat == [(ids[c], "out") for c in stage.concat]
         assert len(nodes) == len(stage.cells) + 3
-        assert not gt.dead_cells(stage) and "dashed" not in dots[f"stage_{s}"]
+        assert not dead_cells(stage) and "dashed" not in dots[f"stage_{s}"]
 
 
 def test_stage_dot_dead_cell_dashed():
-    assert gt.dead_cells(DEAD_STAGE) == [1]
+    assert dead_cells(DEAD_STAGE) == [1]
     edges, concat, nodes = _parse_dot(S.stage_dot(DEAD_STAGE, "0"))
     assert len(edges) == 8
     assert "dashed" in nodes["cell1"]
@@ -216,7 +218,7 @@ def test_stage_dot_dead_cell_dashed():
 
 def test_write_dot_files_without_dot(tmp_path, monkeypatch):
     monkeypatch.setattr(S.shutil, "which", lambda name: None)
-    genotype = gt.REGISTRY["DARTS_V2"].with_stages(gt.REGISTRY["HS_DAS_CIFAR"])
+    genotype = REGISTRY["DARTS_V2"].with_stages(REGISTRY["HS_DAS_CIFAR"])
     paths = S.write_dot_files(genotype, tmp_path / "drawings")
     names = sorted(os.path.basename(p) for p in paths)
     assert names == ["cell_normal.dot", "cell_reduce.dot", "stage_0.dot", "stage_1.dot", "stage_2.dot"]
@@ -231,13 +233,13 @@ def test_write_dot_files_renders_with_dot(tmp_path, monkeypatch):
     fake.write_text('#!/bin/sh\necho "$@" >> "$(dirname "$0")/calls"\nfor last; do :; done\necho png > "$last"\n')
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("PATH", str(fake.parent) + os.pathsep + os.environ.get("PATH", ""))
-    paths = S.write_dot_files(gt.REGISTRY["DARTS_V2"], tmp_path / "out")
+    paths = S.write_dot_files(REGISTRY["DARTS_V2"], tmp_path / "out")
     assert sorted(os.path.basename(p) for p in paths) == [
         "cell_normal.dot", "cell_normal.png", "cell_reduce.dot", "cell_reduce.png"]
     calls = (fake.parent / "calls").read_text().splitlines()
     assert calls[0].split() == ["-Tpng", str(tmp_path / "out" / "cell_normal.dot"), "-o",
                                 str(tmp_path / "out" / "cell_normal.png")]
-    assert S.write_dot_files(gt.REGISTRY["DARTS_V2"], tmp_path / "norender", render=False)[-1].endswith(".dot")
+    assert S.write_dot_files(REGISTRY["DARTS_V2"], tmp_path / "norender", render=False)[-1].endswith(".dot")
 
 
 # === SummaryLogger ===
@@ -248,7 +250,7 @@ def test_logger_writes_expected_tags(tmp_path):
     rng = np.random.default_rng(1)
     arch = {name: rng.normal(size=shape) for name, shape in space.arch_shapes().items()}
     arch["alpha_normal"] = tf.Variable(arch["alpha_normal"])  # variables are accepted too
-    genotype = gt.REGISTRY["DARTS_V2"]
+    genotype = REGISTRY["DARTS_V2"]
     with S.SummaryLogger(tmp_path) as logger:
         logger.scalars(3, {"train/loss": 1.5, "val/accuracy": np.float32(0.25)})
         logger.architecture(3, arch, S.arch_labels(space))
@@ -325,7 +327,7 @@ def test_logger_rejects_mismatched_arch(tmp_path):
 
 
 def test_genotype_json_is_valid_json(tmp_path):
-    genotype = gt.REGISTRY["HS_DAS_IMAGENET"]
+    genotype = REGISTRY["HS_DAS_IMAGENET"]
     with S.SummaryLogger(tmp_path) as logger:
         logger.genotype(0, genotype)
     tags = {tag: value for tag, _, _, value in _events(str(tmp_path))}

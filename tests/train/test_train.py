@@ -18,7 +18,8 @@ import pytest
 import tensorflow as tf
 
 from hdas_tf.nn.eval_networks import ChainNetwork
-from hdas_tf.space.genotypes import REGISTRY, Genotype
+from hdas_tf.space.genotypes import Genotype
+from hdas_tf.space.registry import REGISTRY
 from hdas_tf.train.job import NonFiniteLossError, TrainConfig, TrainJob
 from hdas_tf.train.model import (
     ExponentialEpochSchedule,

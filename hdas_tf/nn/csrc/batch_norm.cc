@@ -4,9 +4,9 @@
 // (reserve 1 = batch mean, reserve 2 = biased batch variance), so either gradient accepts either forward.
 //
 // Why: TF's CPU FusedBatchNorm kernels took 6-11x the time of a ReLU over the same tensor at the search
-// supernets' shapes, a third of a cell-search step on an AVX2 host (BUILD_NOTES "Speed", "Third session of
-// 2026-12-03"). Here the forward pass is two sweeps (both moments, then normalise) and the backward pass two,
-// each vectorised over the channels.
+// supernets' shapes, a third of a cell-search step on an AVX2 host (BUILD_NOTES "Speed"). Here the forward
+// pass is two sweeps (both moments, then normalise) and the backward pass two, each vectorised over the
+// channels.
 //
 // With M = the number of rows (N*H*W), per channel c:
 //   mean = sum_m x / M,  var = sum_m (x - mean)^2 / M,  r = 1 / sqrt(var + eps)
