@@ -189,7 +189,7 @@ def _from_data_info(doc: dict) -> dict:
 
 def _from_run_config(config_path: str) -> dict:
     """Metadata from a training run's config.json via ``data.dataset_info`` (opens the data set)."""
-    from hdas_tf.data import pipeline as data
+    from hdas_tf import data
 
     cfg = _read_json(config_path)
     if "dataset" not in cfg:

@@ -27,7 +27,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from hdas_tf.data import pipeline as data
+from hdas_tf import data
 from hdas_tf.search.config import STRATEGIES
 from hdas_tf.nn.eval_networks import LAYOUTS, build_eval_network, drop_path_rate_at
 from hdas_tf.nn.macs import count_macs, count_params

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hdas_tf.data import pipeline as data
+from hdas_tf import data
 from hdas_tf.serving import export as ex
 from hdas_tf.nn.eval_networks import ChainNetwork
 
@@ -233,7 +233,7 @@ def test_batched_resize_functions_equal_the_data_pipeline():
     resize = ex._resize_to(tf.cast(batch, tf.float32), (32, 32))
     for i in range(3):
         np.testing.assert_allclose(crop[i], data.resize_and_center_crop(batch[i], (32, 32)), atol=1e-4)
-        np.testing.assert_allclose(resize[i], data._eval_transform(batch[i], (32, 32), "cifar", 0.875), atol=1e-4)
+        np.testing.assert_allclose(resize[i], data.eval_transform(batch[i], (32, 32), "cifar", 0.875), atol=1e-4)
     same = ex._resize_to(tf.cast(batch[:, :32, :32], tf.float32), (32, 32))
     np.testing.assert_array_equal(same, batch[:, :32, :32].astype(np.float32))
 
