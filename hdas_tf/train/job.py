@@ -227,7 +227,7 @@ class TrainJob:
         self.strategy = make_strategy(cfg.strategy)
         train_ds, eval_ds, info, steps_per_epoch = self._datasets()
         # What an export needs to serve the model (normalisation, input size, class names) without the data.
-        from hdas_tf.serving.export import write_data_info
+        from hdas_tf.serving import write_data_info
 
         write_data_info(os.path.join(run_dir, "data_info.json"), info, cfg.augment)
         if steps_per_epoch < 1:
