@@ -1,16 +1,8 @@
-"""The two pipelines built on the sources, and what they share: the seeded search split and per-replica batching.
-
-- :func:`search_datasets` splits the training set into a weight half ("train") and an architecture half ("val")
-  with a seeded permutation (DESIGN §5: DARTS trains w on one half and α on the other) and returns two infinite,
-  shuffled, batched datasets;
-- :func:`train_test_datasets` returns the augmented training set and the unaugmented test set (or a held-out
-  validation part of the training set) for training a derived network from scratch.
-
-Batches are ``(float32 [B, H, W, 3] normalised images, int32 [B] labels)``. Batch sizes are global unless an
-``input_context`` is given (``strategy.distribute_datasets_from_function``), in which case the data is sharded
-per input pipeline and batched with the per-replica batch size (KERAS_NOTES §6). The split is a seeded NumPy
-permutation and shuffling uses tf.data seeds, so the same seed gives the same batches.
-"""
+"""The two pipelines on top of the sources: :func:`search_datasets` (the training set split by a seeded
+permutation into a weight half and an architecture half, DESIGN §5, as two infinite shuffled batched datasets) and
+:func:`train_test_datasets` (augmented training set, unaugmented test or held-out set). Batches are
+``(float32 [B, H, W, 3] normalised, int32 [B])``; with an ``input_context`` the data is sharded per input
+pipeline and batched per replica (KERAS_NOTES §6)."""
 
 from __future__ import annotations
 
