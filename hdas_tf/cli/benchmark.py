@@ -110,7 +110,7 @@ def main(argv):
         cpus = tf.config.list_physical_devices("CPU")
         tf.config.set_logical_device_configuration(cpus[0],
                                                    [tf.config.LogicalDeviceConfiguration()] * FLAGS.logical_cpus)
-    from hdas_tf.data.pipeline import DataError
+    from hdas_tf.data import DataError
 
     try:
         result = run_benchmark(spec)

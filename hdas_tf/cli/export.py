@@ -1,8 +1,8 @@
-"""`python -m hdas_tf.export`: a trained network as a TF Serving SavedModel (``hdas_tf.serving.export``)."""
+"""`python -m hdas_tf.export`: a trained network as a TF Serving SavedModel (``hdas_tf.serving``)."""
 
 import logging
 
-from hdas_tf.serving.export import DATA_INFO_FILE, EXTRAS_DIR, MODEL_FILE, RESIZE_METHODS, TFLITE_FILE, ExportError, export
+from hdas_tf.serving import DATA_INFO_FILE, EXTRAS_DIR, MODEL_FILE, RESIZE_METHODS, TFLITE_FILE, ExportError, export
 
 
 def _define_flags():

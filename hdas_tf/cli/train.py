@@ -9,7 +9,7 @@ import sys
 
 from absl import app, flags, logging
 
-from hdas_tf.data import pipeline as data
+from hdas_tf import data
 from hdas_tf.cli import runtime_flags
 
 FLAGS = flags.FLAGS

@@ -13,7 +13,7 @@ import tensorflow as tf
 from absl import logging
 
 from hdas_tf.space import clusters
-from hdas_tf.data import pipeline as data
+from hdas_tf import data
 from hdas_tf.space import derive, genotypes, registry
 from hdas_tf.run import op_tracebacks
 from hdas_tf.search.config import SearchConfig

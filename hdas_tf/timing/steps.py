@@ -134,7 +134,7 @@ def _timing_fields(timing: dict, t_start: float, build_s: float) -> dict:
 
 
 def _synthetic_info(spec: BenchmarkSpec):
-    from hdas_tf.data.pipeline import DataInfo
+    from hdas_tf.data import DataInfo
 
     return DataInfo(name="synthetic", num_classes=spec.num_classes, image_shape=(spec.image_size, spec.image_size, 3),
                     mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), class_names=None, num_train=TRAIN_EPOCH_IMAGES,
@@ -263,7 +263,7 @@ def _bench_input(spec: BenchmarkSpec, strategy) -> dict:
     """The search input pipeline alone, zipped and distributed as ``search.job.run_search`` does."""
     import tensorflow as tf
 
-    from hdas_tf.data import pipeline as data
+    from hdas_tf import data
     from hdas_tf.search import job as search_job
     from hdas_tf.search.config import SearchConfig
 

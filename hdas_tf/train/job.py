@@ -27,7 +27,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from hdas_tf.data import pipeline as data
+from hdas_tf import data
 from hdas_tf.search.config import STRATEGIES
 from hdas_tf.nn.eval_networks import LAYOUTS, build_eval_network, drop_path_rate_at
 from hdas_tf.nn.macs import count_macs, count_params
@@ -227,7 +227,7 @@ class TrainJob:
         self.strategy = make_strategy(cfg.strategy)
         train_ds, eval_ds, info, steps_per_epoch = self._datasets()
         # What an export needs to serve the model (normalisation, input size, class names) without the data.
-        from hdas_tf.serving.export import write_data_info
+        from hdas_tf.serving import write_data_info
 
         write_data_info(os.path.join(run_dir, "data_info.json"), info, cfg.augment)
         if steps_per_epoch < 1:

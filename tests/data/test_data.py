@@ -14,7 +14,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from sklearn.datasets import load_digits
 
-from hdas_tf.data import pipeline as data
+from hdas_tf import data
+from hdas_tf.data import folders
 
 
 def _mock(tmp_path, num_examples):
@@ -413,7 +414,7 @@ def test_folder_with_train_and_test(tmp_path):
 def test_large_folder_path_reads_lazily(tmp_path, monkeypatch):
     _make_folder(tmp_path)
     eager_images, eager_labels = _folder_examples(f"folder:{tmp_path}")
-    monkeypatch.setattr(data, "FOLDER_EAGER_MAX_FILES", 0)
+    monkeypatch.setattr(folders, "FOLDER_EAGER_MAX_FILES", 0)
     (tmp_path / "cat" / "1.png").touch()  # new mtime: not served from the in-process cache
     lazy_images, lazy_labels = _folder_examples(f"folder:{tmp_path}")
     assert lazy_labels == eager_labels

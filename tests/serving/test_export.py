@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hdas_tf.data import pipeline as data
-from hdas_tf.serving import export as ex
+from hdas_tf import data
+from hdas_tf import serving as ex
 from hdas_tf.nn.eval_networks import ChainNetwork
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -232,12 +232,12 @@ def test_resize_export_takes_any_size(replaced, trained):
 def test_batched_resize_functions_equal_the_data_pipeline():
     rng = np.random.default_rng(1)
     batch = rng.integers(0, 256, (3, 37, 50, 3)).astype(np.uint8)
-    crop = ex._resize_and_center_crop(tf.cast(batch, tf.float32), (32, 32), ex.DEFAULT_CROP_FRACTION)
-    resize = ex._resize_to(tf.cast(batch, tf.float32), (32, 32))
+    crop = data.resize_and_center_crop(tf.cast(batch, tf.float32), (32, 32), ex.DEFAULT_CROP_FRACTION)
+    resize = data.resize_to(tf.cast(batch, tf.float32), (32, 32))
     for i in range(3):
         np.testing.assert_allclose(crop[i], data.resize_and_center_crop(batch[i], (32, 32)), atol=1e-4)
-        np.testing.assert_allclose(resize[i], data._eval_transform(batch[i], (32, 32), "cifar", 0.875), atol=1e-4)
-    same = ex._resize_to(tf.cast(batch[:, :32, :32], tf.float32), (32, 32))
+        np.testing.assert_allclose(resize[i], data.eval_transform(batch[i], (32, 32), "cifar", 0.875), atol=1e-4)
+    same = data.resize_to(tf.cast(batch[:, :32, :32], tf.float32), (32, 32))
     np.testing.assert_array_equal(same, batch[:, :32, :32].astype(np.float32))
 
 
