@@ -332,7 +332,7 @@ def _config_class(config: str):
         from hdas_tf.search.config import SearchConfig
 
         return SearchConfig
-    from hdas_tf.train.job import TrainConfig
+    from hdas_tf.train.config import TrainConfig
 
     return TrainConfig
 
@@ -440,7 +440,7 @@ def synthetic_dataset(kind: str, batch: int, image_size: int, num_classes: int, 
 
 def distributed_step(strategy, fn):
     """``trainer.distributed_step``: the search loop's step function (imported late: TensorFlow is heavy)."""
-    from hdas_tf.run.loop import distributed_step as step
+    from hdas_tf.run.strategy import distributed_step as step
 
     return step(strategy, fn)
 
@@ -546,7 +546,8 @@ def measure_rounds(parts: dict, steps: int, warmup: int) -> dict:
 def run_benchmark(spec: BenchmarkSpec) -> dict:
     """Measures ``spec`` in this process and returns the result dict (see the module docstring; the fields are
     listed in README "Benchmark"). Call in a fresh process when peak memory matters."""
-    from hdas_tf.run.loop import make_strategy, peak_rss_mib
+    from hdas_tf.run.runtime import peak_rss_mib
+    from hdas_tf.run.strategy import make_strategy
 
     t_wall = time.perf_counter()
     strategy = make_strategy(spec.strategy)
@@ -616,7 +617,7 @@ def _bench_search(spec: BenchmarkSpec, strategy) -> dict:
 
     from hdas_tf.search import job as search_job
     from hdas_tf.space.search_space import log10_space_size
-    from hdas_tf.run.loop import peak_rss_mib
+    from hdas_tf.run.runtime import peak_rss_mib
 
     cfg = search_config(spec)
     search_job.configure_runtime(cfg)
@@ -667,7 +668,7 @@ def _bench_search(spec: BenchmarkSpec, strategy) -> dict:
 
 def train_config(spec: BenchmarkSpec):
     """The ``TrainConfig`` of the train and inference configurations (the DARTS CIFAR recipe otherwise)."""
-    from hdas_tf.train.job import TrainConfig
+    from hdas_tf.train.config import TrainConfig
 
     return TrainConfig(genotype=spec.genotype, init_channels=spec.init_channels or DEFAULT_CHANNELS[spec.config],
                        layers=spec.layers or DEFAULT_LAYERS[spec.config], pool_bn=spec.pool_bn,
@@ -687,7 +688,8 @@ def _build_eval_network(cfg, num_classes: int):
 
 
 def _network_fields(cfg, network, image_shape) -> dict:
-    from hdas_tf.train.job import json_ready, network_sizes
+    from hdas_tf.run.run_dir import json_ready
+    from hdas_tf.train.job import network_sizes
 
     sizes = network_sizes(network, image_shape)
     return {"genotype": cfg.genotype, "init_channels": cfg.init_channels, "layers": cfg.layers,
@@ -1091,7 +1093,7 @@ def _one_row(i: int, n: int, row: StandardRow, passed: list[str], quick: bool, t
 
 def _write_run(out_dir: str, path: str, machine: dict, quick: bool, ordered: list[dict]) -> None:
     """results.json and README.md of the run so far (rewritten after every row: a stopped run keeps its rows)."""
-    from hdas_tf.run.loop import write_json_atomic
+    from hdas_tf.files import write_json_atomic
 
     date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     write_json_atomic(path, {"format": "hdas_tf.benchmark/1", "date": date, "machine": machine, "quick": quick,

@@ -137,7 +137,7 @@ def data_info_dict(info, augment: str | None = None) -> dict:
 
 def write_data_info(path: str, info, augment: str | None = None) -> None:
     """Writes :func:`data_info_dict` atomically to ``path`` (a file, or a directory → ``data_info.json``)."""
-    from hdas_tf.run.loop import write_json_atomic
+    from hdas_tf.files import write_json_atomic
 
     if os.path.isdir(path):
         path = os.path.join(path, DATA_INFO_FILE)
