@@ -1,13 +1,9 @@
-"""The step loop shared by search and training: steps under a tf.distribute strategy, epochs, the non-finite
-loss guard, timing, the history and the checkpoint; a job subclasses it for what it does differently.
+"""The step loop shared by search and training: steps under a tf.distribute strategy in epochs, the non-finite
+loss guard, timing, the history and the checkpoint. A job subclasses ``StepLoop`` for what it does differently.
 
-A thin custom loop around ``strategy.run(train_step)`` rather than ``Model.fit``: ``fit`` breaks under
-MultiWorkerMirroredStrategy in Keras 3 (KERAS_NOTES §0.5), and the loop needs the exact step count for
-``--max_steps`` and deterministic resume anyway.
-
-Resume is exact: the checkpoint holds what the job gives it (weights, optimizer slots and iteration counters,
-hence the learning-rate position, and the job's counters); the input pipeline is a deterministic function of
-the seed, so the loop continues it by skipping the batches already consumed.
+A custom loop rather than ``Model.fit``: ``fit`` breaks under MultiWorkerMirroredStrategy in Keras 3
+(KERAS_NOTES §0.5), and exact resume needs the exact step count: the checkpoint holds the job's state, and the
+deterministic input stream is continued by skipping the batches already consumed.
 """
 
 from __future__ import annotations

@@ -139,7 +139,7 @@ def derive_documents(cfg: SearchConfig, space: SearchSpace):
 
 class SearchLoop(StepLoop):
     """The step loop of a search: a built ``ArchitectureSearchModel`` over a zipped (train, val) dataset, and every
-    epoch a genotype derived from α (DESIGN §7).
+    epoch a genotype derived from α, written with its documents, the selected genotype and α.
 
     Args:
       model: the search model, built with both optimizers inside ``strategy.scope()``.

@@ -1,4 +1,4 @@
-"""The switch for TensorFlow's per-op Python stack traces (hdas_tf.op_tracebacks)."""
+"""The switch for TensorFlow's per-op Python stack traces (hdas_tf.run.op_tracebacks)."""
 
 import pytest
 import tensorflow as tf

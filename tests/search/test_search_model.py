@@ -1,7 +1,6 @@
 """The bi-level search step: architecture gradient at the current weights, one device = two replicas,
 coupled weight decay and clipping semantics, and the second-order gradient."""
 
-
 import keras
 import numpy as np
 import pytest
