@@ -15,7 +15,7 @@ import tensorflow as tf  # noqa: E402
 # before TensorFlow touches any device (KERAS_NOTES §1.6). The default strategy still uses CPU:0.
 _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(_cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
-# The library runs with Grappler off and, on a CPU-only host, one thread per op (search_job.configure_runtime;
+# The library runs with Grappler off and, on a CPU-only host, one thread per op (run.runtime.configure_runtime;
 # BUILD_NOTES "Search loop", "Speed"): test that.
 tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
 tf.config.threading.set_inter_op_parallelism_threads(os.cpu_count() or 1)

@@ -2,14 +2,16 @@
 ``hdas_tf.search`` and ``hdas_tf.train`` (one definition, so the two mains cannot drift). Each main adopts
 them as its key flags (``flags.adopt_module_key_flags``), so they are written to ``RUN_DIR/flags.cfg``.
 
-Light on purpose: absl and ``configs`` only; TensorFlow is imported when ``split_cpu`` runs.
+Light on purpose: absl and ``hdas_tf.run.strategy`` only; TensorFlow is imported when ``split_cpu`` runs.
 """
 
 from __future__ import annotations
 
+import sys
+
 from absl import flags
 
-from hdas_tf.search.config import STRATEGIES
+from hdas_tf.run.strategy import STRATEGIES
 
 FLAGS = flags.FLAGS
 
@@ -31,8 +33,12 @@ flags.DEFINE_integer("logical_cpus", 0, "Split the CPU into this many logical de
 def split_cpu() -> None:
     """Applies ``--logical_cpus`` (before anything initialises TensorFlow's devices)."""
     if FLAGS.logical_cpus:
-        import tensorflow as tf
+        from hdas_tf.run.runtime import split_cpu as split
 
-        cpus = tf.config.list_physical_devices("CPU")
-        tf.config.set_logical_device_configuration(cpus[0],
-                                                   [tf.config.LogicalDeviceConfiguration()] * FLAGS.logical_cpus)
+        split(FLAGS.logical_cpus)
+
+
+def key_flag_lines(module_name: str, exclude=()) -> list[str]:
+    """The key flags of main module ``module_name`` that have a value, as flag-file lines (for flags.cfg)."""
+    key_flags = FLAGS.get_key_flags_for_module(sys.modules[module_name])
+    return [fl.serialize() for fl in key_flags if fl.value is not None and fl.name not in exclude]

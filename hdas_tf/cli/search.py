@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import logging as std_logging
-import os
-import sys
+import dataclasses
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from hdas_tf.search import config as configs
 from hdas_tf import data
@@ -75,7 +73,7 @@ flags.DEFINE_integer("log_every", 10, "Log and write step summaries every N step
 
 def config_from_flags() -> configs.SearchConfig:
     lengths = tuple(int(n) for n in FLAGS.stage_lengths) if FLAGS.stage_lengths else None
-    names = [f.name for f in __import__("dataclasses").fields(configs.SearchConfig)]
+    names = [f.name for f in dataclasses.fields(configs.SearchConfig)]
     values = {n: getattr(FLAGS, n) for n in names if n in FLAGS and n != "stage_lengths"}
     return configs.SearchConfig(stage_lengths=lengths, **values)
 
@@ -88,24 +86,18 @@ def main(argv):
         cfg = config_from_flags()
     except ValueError as e:
         raise app.UsageError(str(e))
-    from hdas_tf.search.job import check_inputs, configure_runtime, run_search  # heavy imports after flag checks
+    from hdas_tf.run import run_dir  # heavy imports after flag checks
+    from hdas_tf.run.runtime import configure_runtime
+    from hdas_tf.search.job import check_inputs, run_search
 
     try:
         check_inputs(cfg)  # the files the flags name, before anything is written
+        # A resumed search keeps the flags.cfg it started with; progress goes to stderr and RUN_DIR/search.log.
+        run_dir.start(FLAGS.run_dir, FLAGS.resume, runtime_flags.key_flag_lines(__name__), "search.log",
+                      keep_flags_on_resume=True)
     except ValueError as e:
         raise app.UsageError(str(e))
-
     configure_runtime(cfg)
-    os.makedirs(FLAGS.run_dir, exist_ok=True)
-    if not FLAGS.resume or not os.path.exists(os.path.join(FLAGS.run_dir, "flags.cfg")):
-        key_flags = FLAGS.get_key_flags_for_module(sys.modules[__name__])
-        with open(os.path.join(FLAGS.run_dir, "flags.cfg"), "w") as f:
-            f.write("\n".join(fl.serialize() for fl in key_flags if fl.value is not None) + "\n")
-    # Progress goes to stderr and, for the record, to RUN_DIR/search.log.
-    handler = std_logging.FileHandler(os.path.join(FLAGS.run_dir, "search.log"))
-    handler.setFormatter(logging.PythonFormatter())
-    logging.get_absl_logger().addHandler(handler)
-    logging.set_verbosity(logging.INFO)
     run_search(cfg, FLAGS.run_dir, resume=FLAGS.resume)
 
 

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import logging as std_logging
-import os
-import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from hdas_tf import data
 from hdas_tf.cli import runtime_flags
@@ -66,42 +63,30 @@ flags.DEFINE_integer("log_every", 50, "Log and record step summaries every N ste
 
 
 def config_from_flags():
-    from hdas_tf.train.job import TrainConfig  # heavy imports (TensorFlow) only once flags parsed
+    from hdas_tf.train.config import TrainConfig  # heavy imports (TensorFlow) only once flags parsed
 
     names = [f.name for f in dataclasses.fields(TrainConfig)]
     return TrainConfig(**{n: getattr(FLAGS, n) for n in names})
-
-
-def write_flags_file(run_dir: str) -> None:
-    """``RUN_DIR/flags.cfg``: this binary's flags as a flag file (--resume left out, so the file reproduces the
-    configuration from scratch); a resumed run rewrites it with the flags it continued with."""
-    key_flags = FLAGS.get_key_flags_for_module(sys.modules[__name__])
-    lines = [fl.serialize() for fl in key_flags if fl.value is not None and fl.name not in ("resume", "run_dir")]
-    with open(os.path.join(run_dir, "flags.cfg"), "w") as f:
-        f.write("\n".join(lines) + "\n")
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     runtime_flags.split_cpu()
-    from hdas_tf.train.job import TrainJob, configure_runtime
-    from hdas_tf.run.loop import ensure_fresh_or_resume
+    from hdas_tf.run import run_dir
+    from hdas_tf.run.runtime import configure_runtime
+    from hdas_tf.train.job import TrainJob
 
     try:
         cfg = config_from_flags()
         job = TrainJob(cfg, FLAGS.run_dir, resume=FLAGS.resume)  # resolves the genotype: bad names fail here
-        ensure_fresh_or_resume(FLAGS.run_dir, FLAGS.resume)  # before flags.cfg: never overwrite another run's
+        # flags.cfg without --resume and --run_dir, so it reproduces the configuration from scratch (a resumed run
+        # rewrites it with the flags it continued with); progress goes to stderr and RUN_DIR/train.log.
+        lines = runtime_flags.key_flag_lines(__name__, exclude=("resume", "run_dir"))
+        run_dir.start(FLAGS.run_dir, FLAGS.resume, lines, "train.log")
     except ValueError as e:
         raise app.UsageError(str(e))
     configure_runtime(cfg)
-    os.makedirs(FLAGS.run_dir, exist_ok=True)
-    # Progress goes to stderr and, for the record, to RUN_DIR/train.log.
-    handler = std_logging.FileHandler(os.path.join(FLAGS.run_dir, "train.log"))
-    handler.setFormatter(logging.PythonFormatter())
-    logging.get_absl_logger().addHandler(handler)
-    logging.set_verbosity(logging.INFO)
-    write_flags_file(FLAGS.run_dir)
     job.run()
 
 

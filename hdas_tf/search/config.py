@@ -7,10 +7,10 @@ paper's CIFAR-10 settings (DESIGN §5).
 from __future__ import annotations
 
 import dataclasses
-import json
+
+from hdas_tf.run.strategy import STRATEGIES
 
 SEARCH_KINDS = ("cell", "distribution", "stage")
-STRATEGIES = ("default", "mirrored", "multi_worker")
 EDGE_RANKINGS = ("softmax", "logit")
 SELECTIONS = ("last", "best_val")
 STACNAS_MODES = ("off", "clusters", "members")
@@ -29,8 +29,8 @@ class SearchConfig:
       num_examples: cap on the training examples (tiny runs).
       unrolled: second-order architecture gradient.
       recompute: keep only block inputs for the backward pass and recompute the rest (less memory).
-      op_tracebacks: keep TensorFlow's per-op Python stack traces (``hdas_tf.op_tracebacks``; off by default).
-      stacnas: StacNAS mode of a cell search (``hdas_tf.clusters``): "off"; "clusters" (stage 1: one
+      op_tracebacks: keep TensorFlow's per-op Python stack traces (``hdas_tf.run.op_tracebacks``; off by default).
+      stacnas: StacNAS mode of a cell search (``hdas_tf.space.clusters``): "off"; "clusters" (stage 1: one
         representative op per cluster of ``clusters``, a file, or the default set when None); "members"
         (stage 2: each edge searches the members of the cluster it won in stage 1, read from the hand-off
         file ``edge_clusters``).
@@ -118,6 +118,3 @@ class SearchConfig:
         if self.search != "cell" and not self.genotype:
             raise ValueError(f"a {self.search} search needs a fixed cell genotype: set genotype "
                              "(a registry name such as DARTS_V2, or a genotype.json from a cell search)")
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

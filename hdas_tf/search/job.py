@@ -1,73 +1,36 @@
-"""A search run assembled from a ``SearchConfig``: data, search space, supernet, model, optimizers, loop,
-TensorBoard and the run directory. ``python -m hdas_tf.search`` is this plus flag parsing.
+"""A search run assembled from a ``SearchConfig``: data, search space, supernet, model, optimizers, the search
+loop (the step loop plus a genotype and its documents every epoch), TensorBoard and the run directory.
+``python -m hdas_tf.search`` is this plus flag parsing.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from typing import Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from hdas_tf.space import clusters
 from hdas_tf import data
-from hdas_tf.space import derive, genotypes, registry
-from hdas_tf.run import op_tracebacks
+from hdas_tf.files import save_npz_atomic, write_json_atomic
+from hdas_tf.nn.stages import derive_stage_genotype
+from hdas_tf.nn.supernets import ChainSupernet, StageSupernet
+from hdas_tf.run.loop import StepLoop
+from hdas_tf.run.optimizers import FlatSGD
+from hdas_tf.run.run_dir import ensure_fresh_or_resume, json_ready, write_config
+from hdas_tf.run.runtime import peak_rss_mib
+from hdas_tf.run.schedules import CosineEpochSchedule
+from hdas_tf.run.strategy import distributed_step, make_strategy
 from hdas_tf.search.config import SearchConfig
 from hdas_tf.search.losses import make_arch_regularizer, stage_flops_share
-from hdas_tf.nn.supernets import ChainSupernet, StageSupernet
+from hdas_tf.search.model import ArchitectureSearchModel
+from hdas_tf.space import clusters, derive, genotypes, registry
 from hdas_tf.space.op_registry import CELL_OPS
-from hdas_tf.run.optimizers import FlatSGD
-from hdas_tf.search.model import ArchitectureSearchModel, CosineEpochSchedule
 from hdas_tf.space.search_space import SearchSpace, log10_space_size
-from hdas_tf.nn.stages import derive_stage_genotype
-from hdas_tf.run.loop import SearchLoop, ensure_fresh_or_resume, make_strategy, peak_rss_mib, write_json_atomic
-
-
-def configure_runtime(cfg: SearchConfig) -> None:
-    """Process-wide settings; call before any graph is built (``cfg``: a SearchConfig or TrainConfig)."""
-    # Grappler's graph optimisation took minutes on a supernet's first step and did not make the step
-    # faster here (KERAS_NOTES §0; BUILD_NOTES "Speed"), so it is off unless asked for.
-    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": not cfg.grappler})
-    # The per-op Python stack traces cost seconds of the first step and hundreds of MiB (op_tracebacks).
-    op_tracebacks.set_enabled(cfg.op_tracebacks)
-    configure_threads(cfg.inter_op_threads, cfg.intra_op_threads, cfg.batch_size)
-    keras.utils.set_random_seed(cfg.seed)
-    if cfg.deterministic:
-        tf.config.experimental.enable_op_determinism()
-
-
-# Global batch from which ops get two threads each when the thread pools are automatic (see configure_threads).
-LARGE_BATCH = 64
-
-
-def configure_threads(inter_op: int = 0, intra_op: int = 0, batch_size: int | None = None) -> tuple[int, int]:
-    """TF's thread pools; 0 = automatic. On a CPU-only host: one op per core at a time, and one thread per op
-    for batches below ``LARGE_BATCH``, two from it on; with a GPU, TF's defaults.
-
-    A supernet step is thousands of small ops: running independent ops side by side uses the cores better
-    than splitting each op, until the ops are large enough that the critical path of big ones dominates.
-    Measured on 2 cores (inter/intra; BUILD_NOTES "Speed"): DARTS C=16 L=8 batch 16: 1.50 s per step with
-    2/1, 1.87 s with TF's default 2/2, 2.66 s with 1/2; batch 64: 5.46 s (2/1) vs 5.59 s (2/2); the stage
-    supernet at batch 64: 3.77 s (2/1) vs 3.25 s (2/2); the DARTS_V2 C=36 training step at batch 32: 1.90 s
-    (2/1) vs 2.01 s (2/2). Returns the (inter, intra) settings in force.
-    """
-    if not tf.config.list_physical_devices("GPU"):
-        cores = os.cpu_count() or 1
-        inter_op = inter_op or cores
-        intra_op = intra_op or (min(2, cores) if batch_size and batch_size >= LARGE_BATCH else 1)
-    try:
-        if inter_op:
-            tf.config.threading.set_inter_op_parallelism_threads(inter_op)
-        if intra_op:
-            tf.config.threading.set_intra_op_parallelism_threads(intra_op)
-    except RuntimeError as e:  # TF already started (e.g. a test process): the pools are fixed by now
-        logging.warning("thread pools left as they are (%s)", e)
-    return (tf.config.threading.get_inter_op_parallelism_threads(),
-            tf.config.threading.get_intra_op_parallelism_threads())
 
 
 def stage1_clusters(cfg: SearchConfig) -> tuple[clusters.Cluster, ...]:
@@ -173,12 +136,143 @@ def derive_documents(cfg: SearchConfig, space: SearchSpace):
         arch, cluster_set, space.cell_ops, space.cell_groups, space.steps).to_dict()}
 
 
+class SearchLoop(StepLoop):
+    """The step loop of a search: a built ``ArchitectureSearchModel`` over a zipped (train, val) dataset, and every
+    epoch a genotype derived from α, written with its documents, the selected genotype and α.
+
+    Args:
+      model: the search model, built with both optimizers inside ``strategy.scope()``.
+      strategy: the run's tf.distribute strategy.
+      dataset: an infinite ``((x_train, y_train), (x_val, y_val))`` dataset of *global* batches,
+        deterministic for a given seed.
+      run_dir: the run directory (DESIGN §7).
+      steps_per_epoch, epochs, max_steps: the schedule; the run ends at ``epochs·steps_per_epoch`` or
+        ``max_steps`` steps, whichever comes first (a checkpoint is written at the end either way).
+      derive: ``fn(arch: dict name -> np.ndarray) -> Genotype`` (the epoch's genotype).
+      select: "last" (the final epoch's genotype) or "best_val" (the epoch with the best supernet
+        accuracy on the architecture batches).
+      on_epoch_end: optional ``fn(epoch, record, genotype)``, e.g. TensorBoard logging.
+      on_step: optional ``fn(step, outputs)``.
+      documents: optional ``fn(arch) -> {name: JSON-ready object}``: more results derived from α each epoch
+        (e.g. StacNAS's ``edge_clusters``), written beside the epoch's genotype as
+        ``genotypes/epoch_NNN.{name}.json`` and, for the epoch the selection picks, ``RUN_DIR/{name}.json``.
+    """
+
+    def __init__(self, model, strategy, dataset, run_dir: str, steps_per_epoch: int, epochs: int,
+                 derive: Callable, max_steps: int | None = None, select: str = "last", log_every: int = 10,
+                 on_epoch_end: Callable | None = None, on_step: Callable | None = None,
+                 documents: Callable | None = None):
+        self.model = model
+        self.derive, self.select, self.log_every = derive, select, log_every
+        self.on_epoch_end, self.on_step, self.documents = on_epoch_end, on_step, documents
+        total = epochs * steps_per_epoch if max_steps is None else min(max_steps, epochs * steps_per_epoch)
+        with strategy.scope():
+            self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+            self.best_val = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_val_acc")
+        # Every model variable by position: tf.train.Checkpoint(model=...) skips sublayers a Keras 3 layer
+        # holds in Python lists (cells, stages), and paths are numbered per process, so not usable as keys.
+        checkpoint = dict(variables=list(model.variables), w_optimizer=model.w_optimizer,
+                          a_optimizer=model.a_optimizer, step=self.step, best_val=self.best_val)
+        super().__init__(strategy, distributed_step(strategy, model.train_step), dataset, run_dir, steps_per_epoch,
+                         total, checkpoint, finite=("loss_w", "loss_a"))
+        self._genotype = None
+
+    def arch_numpy(self) -> dict:
+        return {name: v.numpy() for name, v in self.model.arch_dict().items()}
+
+    def search(self) -> dict:
+        """Runs from the current step (after ``restore``, the checkpoint's) and returns the loop's summary."""
+        start_time = time.monotonic()
+        start_step = int(self.step.numpy())
+        history = super().run(start_step, started=start_time)
+        return {
+            "wall_s": time.monotonic() - start_time,
+            "steps": int(self.step.numpy()),
+            "steps_this_run": int(self.step.numpy()) - start_step,
+            # Training images per second of the steps after the first (time-to-first-step is separate).
+            "images_per_s": self.images_per_s,
+            "peak_rss_mib": peak_rss_mib(),
+            "first_step_s": self.first_step_s,
+            "epochs": len(history),
+            "final": history[-1] if history else None,
+        }
+
+    # === the step loop's hooks ===
+
+    def restored(self, path: str) -> int:
+        logging.info("resumed from %s at step %d", path, int(self.step.numpy()))
+        return int(self.step.numpy())
+
+    def after_step(self, step: int, out: dict, seconds: float) -> None:
+        if self.on_step is not None:
+            self.on_step(step, out)
+        if step % self.log_every == 0 or step == self.total_steps:
+            spe = self.steps_per_epoch
+            logging.info("epoch %d step %d/%d (%d/%d) loss_w %.4f acc_w %.3f loss_a %.4f acc_a %.3f %.1f images/s",
+                         (step - 1) // spe + 1, step, self.total_steps, (step - 1) % spe + 1, spe, out["loss_w"],
+                         out["acc_w"], out["loss_a"], out["acc_a"], self.global_batch / max(seconds, 1e-9))
+
+    def non_finite_message(self, step: int, out: dict) -> str:
+        return (f"non-finite loss at step {step} (epoch {(step - 1) // self.steps_per_epoch + 1}): "
+                f"loss_w={out['loss_w']}, loss_a={out['loss_a']}. The run stopped before writing anything for "
+                f"this step; the last checkpoint in {self.manager.directory} is intact. Lower --w_lr or --a_lr, "
+                "or check the input data.")
+
+    def epoch_record(self, stats) -> dict:
+        main = ("loss_w", "acc_w", "loss_a", "acc_a")
+        return {"epoch": stats.epoch, "step": stats.step, **{k: stats.means[k] for k in main},
+                "seconds": stats.seconds, "images_per_s": stats.images_per_s or 0.0,
+                "extra": {k: v for k, v in stats.means.items() if k not in main}, "complete_epoch": stats.complete}
+
+    def write_epoch(self, record: dict, history: list) -> None:
+        """The epoch's genotype and documents, the best-validation ones, the selected ones and α."""
+        arch = self.arch_numpy()
+        self._genotype = genotype = self.derive(arch)
+        gdir = os.path.join(self.run_dir, "genotypes")
+        os.makedirs(gdir, exist_ok=True)
+        genotype.save(os.path.join(gdir, f"epoch_{record['epoch']:03d}.json"))
+        documents = self.documents(arch) if self.documents is not None else {}
+        for name, doc in documents.items():
+            write_json_atomic(os.path.join(gdir, f"epoch_{record['epoch']:03d}.{name}.json"), doc)
+        if record["acc_a"] > float(self.best_val.numpy()):
+            self.best_val.assign(record["acc_a"])
+            genotype.save(os.path.join(gdir, "best_val.json"))
+            for name, doc in documents.items():
+                write_json_atomic(os.path.join(gdir, f"best_val.{name}.json"), doc)
+        self._write_selected(history, documents)
+        save_npz_atomic(os.path.join(self.run_dir, "alphas.npz"), arch)
+
+    def checkpoint_number(self, record: dict) -> int:
+        self.step.assign(record["step"])
+        return record["step"]
+
+    def epoch_done(self, record: dict, history: list) -> None:
+        logging.info("epoch %d done in %.1fs: loss_w %.4f acc_w %.3f loss_a %.4f acc_a %.3f, %.1f images/s; "
+                     "genotype written to %s", record["epoch"], record["seconds"], record["loss_w"], record["acc_w"],
+                     record["loss_a"], record["acc_a"], record["images_per_s"],
+                     os.path.join(self.run_dir, "genotypes", f"epoch_{record['epoch']:03d}.json"))
+        if self.on_epoch_end is not None:
+            self.on_epoch_end(record["epoch"], record, self._genotype)
+
+    def _write_selected(self, history, document_names=()):
+        """``RUN_DIR/genotype.json`` and the documents of the epoch the selection rule picks."""
+        gdir = os.path.join(self.run_dir, "genotypes")
+        if self.select == "best_val" and os.path.exists(os.path.join(gdir, "best_val.json")):
+            source = os.path.join(gdir, "best_val.json")
+        else:
+            source = os.path.join(gdir, f"epoch_{history[-1]['epoch']:03d}.json")
+        genotypes.Genotype.load(source).save(os.path.join(self.run_dir, "genotype.json"))
+        for name in document_names:
+            with open(f"{source[:-len('.json')]}.{name}.json") as f:
+                write_json_atomic(os.path.join(self.run_dir, f"{name}.json"), json.load(f))
+
+
 def run_search(cfg: SearchConfig, run_dir: str, resume: bool = False) -> dict:
     """Runs (or resumes) a search in ``run_dir`` and returns the run summary written to run.json."""
     t_start = time.monotonic()
     ensure_fresh_or_resume(run_dir, resume)
     os.makedirs(run_dir, exist_ok=True)
-    write_json_atomic(os.path.join(run_dir, "config.json"), json_ready(cfg))
+    write_config(run_dir, cfg)
     strategy = make_strategy(cfg.strategy)
     weight_ds, arch_ds, info = data.search_datasets(
         cfg.dataset, batch_size=cfg.batch_size, train_portion=cfg.train_portion, seed=cfg.seed,
@@ -211,11 +305,10 @@ def run_search(cfg: SearchConfig, run_dir: str, resume: bool = False) -> dict:
             tb.scalars(step, {f"step/{k}": v for k, v in out.items()} | {"step/w_lr": lr})
 
     def on_epoch_end(epoch, record, genotype):
-        step = record.step
-        tb.scalars(step, {"epoch/loss_w": record.loss_w, "epoch/acc_w": record.acc_w, "epoch/loss_a": record.loss_a,
-                          "epoch/acc_a": record.acc_a, "epoch/images_per_s": record.images_per_s,
-                          "epoch/w_lr": float(model.w_optimizer.learning_rate)}
-                   | {f"epoch/{k}": v for k, v in record.extra.items()})
+        step = record["step"]
+        tb.scalars(step, {f"epoch/{k}": record[k] for k in ("loss_w", "acc_w", "loss_a", "acc_a", "images_per_s")}
+                   | {"epoch/w_lr": float(model.w_optimizer.learning_rate)}
+                   | {f"epoch/{k}": v for k, v in record["extra"].items()})
         tb.architecture(step, loop.arch_numpy(), op_names, masks)
         tb.genotype(step, genotype)
         tb.flush()
@@ -228,7 +321,7 @@ def run_search(cfg: SearchConfig, run_dir: str, resume: bool = False) -> dict:
         loop.restore()
     if int(loop.step.numpy()) == 0:
         tb.hparams({k: v for k, v in json_ready(cfg).items() if isinstance(v, (int, float, str, bool))})
-    result = loop.run()
+    result = loop.search()
     tb.close()
     run = {
         "config": json_ready(cfg),
@@ -249,8 +342,3 @@ def run_search(cfg: SearchConfig, run_dir: str, resume: bool = False) -> dict:
                  result["images_per_s"] or 0.0, os.path.join(run_dir, "genotype.json"))
     return run
 
-
-def json_ready(cfg: SearchConfig) -> dict:
-    import dataclasses
-
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()}

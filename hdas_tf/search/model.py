@@ -2,12 +2,7 @@
 
 One ``train_step`` = an architecture step on a validation batch, then a weight step on a training batch
 (DARTS Alg. 1; DESIGN §5). It is written to run per replica inside ``strategy.run`` and gives the same
-update on one device as on several (KERAS_NOTES §1.2–1.4):
-
-- losses are averaged over the *global* batch, so gradients summed over replicas are the global mean;
-- weight gradients are all-reduced *before* the global-norm clip (Keras' ``global_clipnorm`` would clip
-  per replica), then divided by the replica count because ``apply_gradients`` sums again;
-- L2 weight decay is coupled (added to the gradient, PyTorch-style): Keras' ``weight_decay`` is decoupled.
+update on one device as on several (``hdas_tf.run.replicas``).
 
 First order (default): ∇_A L_val(w, A) at the *current* weights. The official H-DAS code takes it on a
 copy of the network frozen at start-up; we do not (DESIGN §5).
@@ -15,83 +10,13 @@ copy of the network frozen at start-up; we do not (DESIGN §5).
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import keras
 import tensorflow as tf
 
 from hdas_tf.nn import tracing
-from hdas_tf.run.optimizers import FlatSGD
-
-_PACKAGE = "hdas_tf"
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class CosineEpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """lr(e) = lr_min + (lr_max − lr_min)(1 + cos(π e / E)) / 2, constant within epoch e = ⌊step / steps_per_epoch⌋.
-
-    PyTorch's ``CosineAnnealingLR`` stepped once per epoch, as the DARTS family uses it.
-    """
-
-    def __init__(self, initial_learning_rate, min_learning_rate, epochs, steps_per_epoch):
-        if epochs < 1 or steps_per_epoch < 1:
-            raise ValueError(f"epochs and steps_per_epoch must be >= 1, received {epochs}, {steps_per_epoch}")
-        self.initial_learning_rate = float(initial_learning_rate)
-        self.min_learning_rate = float(min_learning_rate)
-        self.epochs = int(epochs)
-        self.steps_per_epoch = int(steps_per_epoch)
-
-    def __call__(self, step):
-        epoch = tf.math.floordiv(tf.cast(step, tf.float32), float(self.steps_per_epoch))
-        epoch = tf.minimum(epoch, float(self.epochs))
-        cosine = 0.5 * (1.0 + tf.cos(math.pi * epoch / self.epochs))
-        return self.min_learning_rate + (self.initial_learning_rate - self.min_learning_rate) * cosine
-
-    def get_config(self):
-        return dict(initial_learning_rate=self.initial_learning_rate, min_learning_rate=self.min_learning_rate,
-                    epochs=self.epochs, steps_per_epoch=self.steps_per_epoch)
-
-
-def _average_loss(labels, logits):
-    """Mean cross-entropy over the *global* batch: summed over replicas it is the global mean."""
-    per_example = keras.losses.sparse_categorical_crossentropy(labels, tf.cast(logits, tf.float32), from_logits=True)
-    n = tf.distribute.get_strategy().num_replicas_in_sync
-    global_batch = tf.shape(labels)[0] * n
-    return tf.reduce_sum(per_example) / tf.cast(global_batch, tf.float32)
-
-
-def _correct_share(labels, logits):
-    """Correct predictions divided by the global batch: summed over replicas it is the accuracy."""
-    n = tf.distribute.get_strategy().num_replicas_in_sync
-    pred = tf.argmax(logits, axis=-1, output_type=tf.int32)
-    correct = tf.reduce_sum(tf.cast(tf.equal(pred, tf.cast(labels, tf.int32)), tf.float32))
-    return correct / tf.cast(tf.shape(labels)[0] * n, tf.float32)
-
-
-def _all_reduce_sum(values):
-    ctx = tf.distribute.get_replica_context()
-    if ctx is None or tf.distribute.get_strategy().num_replicas_in_sync == 1:
-        return list(values)
-    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, list(values))
-
-
-def apply_weight_gradients(optimizer, grads, variables, grad_clip: float, weight_decay: float) -> None:
-    """The PyTorch-parity weight update, per replica: all-reduce the global-batch gradient shares, clip the
-    global norm (after aggregation — Keras' clipnorm would clip per replica), add coupled L2, step.
-
-    ``optimizer``: a ``FlatSGD`` (what the search and training jobs use: torch.optim.SGD on one flat vector) or
-    any Keras optimizer, whose ``apply_gradients`` sums over replicas again, hence the division by the
-    replica count (KERAS_NOTES §1.4)."""
-    if isinstance(optimizer, FlatSGD):
-        optimizer.apply(grads, variables, grad_clip, weight_decay)
-        return
-    n = tf.distribute.get_strategy().num_replicas_in_sync
-    grads = _all_reduce_sum(grads)
-    if grad_clip:
-        grads, _ = tf.clip_by_global_norm(grads, grad_clip)
-    grads = [(g + weight_decay * v) / n for g, v in zip(grads, variables)]
-    optimizer.apply_gradients(zip(grads, variables))
+from hdas_tf.run.replicas import all_reduce_sum, apply_weight_gradients, average_loss, correct_share
 
 
 class ArchitectureSearchModel(keras.Model):
@@ -211,10 +136,10 @@ class ArchitectureSearchModel(keras.Model):
             # build no ∂/∂w_o (chains.chain).
             tape.watch([v.value for v in wv])
             logits = self(xt, training=True)
-            loss_w = _average_loss(yt, logits)
+            loss_w = average_loss(yt, logits)
         gw = tape.gradient(loss_w, [v.value for v in wv], unconnected_gradients=tf.UnconnectedGradients.ZERO)
         apply_weight_gradients(self.w_optimizer, gw, wv, self.grad_clip, self.weight_decay)
-        return {"loss_w": loss_w, "acc_w": _correct_share(yt, logits)}
+        return {"loss_w": loss_w, "acc_w": correct_share(yt, logits)}
 
     def arch_gradients(self, xv, yv):
         """First-order ∇_A [L_val(w, A) + reg(A)/n] at the *current* weights (one replica's share).
@@ -227,11 +152,11 @@ class ArchitectureSearchModel(keras.Model):
             tape.watch(av)  # α/β only: no weight-gradient kernels are needed in the backward pass,
             with tracing.options(weight_gradients=False):  # so the conv blocks do not even build them
                 logits_v = self(xv, training=True)  # BN in training mode on the val batch, as the reference
-            loss_a = _average_loss(yv, logits_v)
+            loss_a = average_loss(yv, logits_v)
             reg, terms = self._arch_regularization()
             total = loss_a + reg / n
         grads = tape.gradient(total, av, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        return grads, loss_a, _correct_share(yv, logits_v), reg, terms
+        return grads, loss_a, correct_share(yv, logits_v), reg, terms
 
     def _unrolled_arch_grads(self, xt, yt, xv, yv):
         """Second-order ∇_A (DARTS Eq. 7–8; DESIGN §5), without mutating any variable.
@@ -250,7 +175,7 @@ class ArchitectureSearchModel(keras.Model):
 
         def loss_at(values, x, y):
             logits, _ = self.stateless_call(values, ntv, x, training=True)
-            return _average_loss(y, logits), logits
+            return average_loss(y, logits), logits
 
         w_idx = [i for i, a in enumerate(is_arch) if not a]
         a_idx = [i for i, a in enumerate(is_arch) if a]
@@ -265,7 +190,7 @@ class ArchitectureSearchModel(keras.Model):
                 with tracing.options(weight_gradients=weight_gradients):
                     loss, logits = loss_at(values, x, y)
             grads = tape.gradient(loss, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-            return _all_reduce_sum(grads), loss, logits
+            return all_reduce_sum(grads), loss, logits
 
         w0 = [tf.convert_to_tensor(v.value) for v in tv]
 
@@ -292,4 +217,4 @@ class ArchitectureSearchModel(keras.Model):
         # Order of self._arch equals the order of arch entries in trainable_variables.
         order = {id(v): i for i, v in enumerate(v for v, a in zip(tv, is_arch) if a)}
         grads = [grads[order[id(v)]] for v in self._arch]
-        return grads, loss_v, _correct_share(yv, logits_v)
+        return grads, loss_v, correct_share(yv, logits_v)

@@ -43,7 +43,7 @@ class BenchmarkSpec:
       min_cells, max_cells: candidate stage lengths of the distribution (β) search; L = 3·max_cells + 2.
       init_channels, layers: C and L. Defaults per config (``DEFAULT_CHANNELS``, ``DEFAULT_LAYERS``).
       image_size, num_classes: synthetic input size and label range.
-      seed: seeds the data and the model (``search.job.configure_runtime``).
+      seed: seeds the data and the model (``run.runtime.configure_runtime``).
       strategy: "default" or "mirrored" (every logical CPU; see ``--logical_cpus``).
       grappler: TF graph optimisation (off by default, as the library).
       skip_parts: skip the architecture-only, weight-only and forward+backward measurements.
@@ -152,7 +152,7 @@ def _config_class(config: str):
         from hdas_tf.search.config import SearchConfig
 
         return SearchConfig
-    from hdas_tf.train.job import TrainConfig
+    from hdas_tf.train.config import TrainConfig
 
     return TrainConfig
 
@@ -196,7 +196,7 @@ def search_config(spec: BenchmarkSpec):
 
 def train_config(spec: BenchmarkSpec):
     """The ``TrainConfig`` of the train and inference configurations (the DARTS CIFAR recipe otherwise)."""
-    from hdas_tf.train.job import TrainConfig
+    from hdas_tf.train.config import TrainConfig
 
     return TrainConfig(genotype=spec.genotype, init_channels=spec.init_channels or DEFAULT_CHANNELS[spec.config],
                        layers=spec.layers or DEFAULT_LAYERS[spec.config], pool_bn=spec.pool_bn,

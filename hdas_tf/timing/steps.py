@@ -50,7 +50,7 @@ def synthetic_dataset(kind: str, batch: int, image_size: int, num_classes: int, 
 
 def distributed_step(strategy, fn):
     """``run.loop.distributed_step``: the search loop's step function (imported late: TensorFlow is heavy)."""
-    from hdas_tf.run.loop import distributed_step as step
+    from hdas_tf.run.strategy import distributed_step as step
 
     return step(strategy, fn)
 
@@ -90,7 +90,8 @@ def run_benchmark(spec: BenchmarkSpec) -> dict:
     avoid. ``peak_rss_step_mib`` is the process's peak memory after the timed steps, ``peak_rss_mib`` at the
     end; peak RSS is per process, so call this in a fresh process when memory matters.
     """
-    from hdas_tf.run.loop import make_strategy, peak_rss_mib
+    from hdas_tf.run.runtime import peak_rss_mib
+    from hdas_tf.run.strategy import make_strategy
 
     t_wall = time.perf_counter()
     strategy = make_strategy(spec.strategy)
@@ -144,12 +145,14 @@ def _synthetic_info(spec: BenchmarkSpec):
 def _bench_search(spec: BenchmarkSpec, strategy) -> dict:
     import numpy as np
 
+    from hdas_tf.run.run_dir import json_ready
+    from hdas_tf.run.runtime import configure_runtime
     from hdas_tf.search import job as search_job
     from hdas_tf.space.search_space import log10_space_size
-    from hdas_tf.run.loop import peak_rss_mib
+    from hdas_tf.run.runtime import peak_rss_mib
 
     cfg = search_config(spec)
-    search_job.configure_runtime(cfg)
+    configure_runtime(cfg)
     info = _synthetic_info(spec)
     batches = iter(strategy.experimental_distribute_dataset(
         synthetic_dataset("search", spec.global_batch, spec.image_size, spec.num_classes, spec.seed)))
@@ -167,7 +170,7 @@ def _bench_search(spec: BenchmarkSpec, strategy) -> dict:
            "max_cells": cfg.max_cells if cfg.search == "distribution" else None,
            "weight_params": int(sum(int(np.prod(v.shape)) for v in model.weight_variables)),
            "arch_params": space.num_arch_params(), "log10_space_size": log10_space_size(space),
-           "search_config": search_job.json_ready(cfg), **_timing_fields(timing, t_start, build_s),
+           "search_config": json_ready(cfg), **_timing_fields(timing, t_start, build_s),
            "peak_rss_step_mib": peak_rss_mib()}
     logging.info("search step: first %.1fs, median %.3fs", out["first_step_s"], out["step_s_median"])
     if spec.skip_parts:
@@ -206,7 +209,8 @@ def _build_eval_network(cfg, num_classes: int):
 
 
 def _network_fields(cfg, network, image_shape) -> dict:
-    from hdas_tf.train.job import json_ready, network_sizes
+    from hdas_tf.run.run_dir import json_ready
+    from hdas_tf.train.job import network_sizes
 
     sizes = network_sizes(network, image_shape)
     return {"genotype": cfg.genotype, "init_channels": cfg.init_channels, "layers": cfg.layers,
@@ -215,11 +219,11 @@ def _network_fields(cfg, network, image_shape) -> dict:
 
 
 def _bench_train(spec: BenchmarkSpec, strategy) -> dict:
-    from hdas_tf.search import job as search_job
+    from hdas_tf.run.runtime import configure_runtime
     from hdas_tf.train.job import build_training
 
     cfg = train_config(spec)
-    search_job.configure_runtime(cfg)
+    configure_runtime(cfg)
     info = _synthetic_info(spec)
     batches = iter(strategy.experimental_distribute_dataset(
         synthetic_dataset("train", spec.global_batch, spec.image_size, spec.num_classes, spec.seed)))
@@ -239,10 +243,10 @@ def _bench_train(spec: BenchmarkSpec, strategy) -> dict:
 def _bench_inference(spec: BenchmarkSpec, strategy) -> dict:
     import tensorflow as tf
 
-    from hdas_tf.search import job as search_job
+    from hdas_tf.run.runtime import configure_runtime
 
     cfg = train_config(spec)
-    search_job.configure_runtime(cfg)
+    configure_runtime(cfg)
     info = _synthetic_info(spec)
     batches = iter(strategy.experimental_distribute_dataset(
         synthetic_dataset("images", spec.global_batch, spec.image_size, spec.num_classes, spec.seed)))
@@ -264,10 +268,10 @@ def _bench_input(spec: BenchmarkSpec, strategy) -> dict:
     import tensorflow as tf
 
     from hdas_tf import data
-    from hdas_tf.search import job as search_job
+    from hdas_tf.run.runtime import configure_runtime
     from hdas_tf.search.config import SearchConfig
 
-    search_job.configure_runtime(SearchConfig(seed=spec.seed, grappler=spec.grappler))
+    configure_runtime(SearchConfig(seed=spec.seed, grappler=spec.grappler))
     t_start = time.perf_counter()
     weight_ds, arch_ds, info = data.search_datasets(spec.dataset, batch_size=spec.global_batch, seed=spec.seed,
                                                     data_dir=spec.data_dir, image_size=spec.image_size)

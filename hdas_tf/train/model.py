@@ -1,14 +1,8 @@
-"""Training a derived network from scratch: the genotype to train, the learning-rate schedules, and the
-``TrainingModel`` whose ``train_step`` adds the weighted auxiliary loss (DESIGN §4, §7).
+"""Training a derived network from scratch: the genotype to train and the ``TrainingModel`` whose
+``train_step`` adds the weighted auxiliary loss (DESIGN §4, §7).
 
-The step follows the search model's weight step (``search_model.py``; KERAS_NOTES §1.2–1.4) so that one
-device and several replicas give the same update:
-
-- the loss is averaged over the *global* batch, so gradients summed over replicas are the global mean;
-- gradients are all-reduced *before* the global-norm clip (Keras' ``global_clipnorm`` clips per replica);
-- L2 weight decay is coupled, added to the clipped gradient as PyTorch's SGD ``weight_decay`` does
-  (Keras' ``weight_decay`` is decoupled), on every trainable variable, as the DARTS reference;
-- the sum is divided by the replica count because ``apply_gradients`` sums over replicas again.
+The step is the search model's weight step (``hdas_tf.run.replicas``), so one device and several replicas
+give the same update; coupled L2 applies to every trainable variable, as in the DARTS reference.
 
 Loss (DARTS ``train.py``): CE(logits) + auxiliary_weight · CE(aux_logits), both with the same label
 smoothing (ImageNet recipe: 0.1, as the reference applies its smoothed criterion to both heads).
@@ -22,9 +16,7 @@ import tensorflow as tf
 from hdas_tf.nn import tracing
 from hdas_tf.nn.eval_networks import ChainNetwork, StageNetwork, as_genotype
 from hdas_tf.space.genotypes import Genotype
-from hdas_tf.search.model import _correct_share, apply_weight_gradients
-
-_PACKAGE = "hdas_tf"
+from hdas_tf.run.replicas import apply_weight_gradients, correct_share
 
 
 # === the genotype ===
@@ -50,73 +42,6 @@ def combine_genotypes(genotype, stage_genotype=None) -> Genotype:
     if stages.stages is None and stages.stage_lengths is None:
         raise ValueError(f"stage genotype {stages.name!r} has no stage DAGs and no stage lengths")
     return cells.with_stages(stages)
-
-
-# === learning-rate schedules (per epoch, as the reference steps its PyTorch schedulers) ===
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class ExponentialEpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """lr(e) = lr_0 · decay^e, constant within epoch e = ⌊step / steps_per_epoch⌋ (PyTorch ``StepLR(1, γ)``,
-    the DARTS ImageNet recipe with γ = 0.97)."""
-
-    def __init__(self, initial_learning_rate, decay, steps_per_epoch):
-        if not 0.0 < decay <= 1.0 or steps_per_epoch < 1:
-            raise ValueError(f"ExponentialEpochSchedule: decay must be in (0, 1] and steps_per_epoch >= 1, "
-                             f"received {decay}, {steps_per_epoch}")
-        self.initial_learning_rate = float(initial_learning_rate)
-        self.decay = float(decay)
-        self.steps_per_epoch = int(steps_per_epoch)
-
-    def __call__(self, step):
-        epoch = tf.math.floordiv(tf.cast(step, tf.float32), float(self.steps_per_epoch))
-        return self.initial_learning_rate * tf.pow(self.decay, epoch)
-
-    def get_config(self):
-        return dict(initial_learning_rate=self.initial_learning_rate, decay=self.decay,
-                    steps_per_epoch=self.steps_per_epoch)
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up per step into another schedule: lr(t) = base(T) · (t + 1) / T for t < T, then base(t).
-
-    It ends at the value the base schedule has at step T, so the rate is continuous there.
-    """
-
-    def __init__(self, schedule, warmup_steps):
-        if warmup_steps < 1:
-            raise ValueError(f"LinearWarmup: warmup_steps must be >= 1, received {warmup_steps}")
-        if isinstance(schedule, dict):
-            schedule = keras.optimizers.schedules.deserialize(schedule)
-        self.schedule = schedule
-        self.warmup_steps = int(warmup_steps)
-
-    def __call__(self, step):
-        step = tf.cast(step, tf.float32)
-        warm = self.schedule(float(self.warmup_steps)) * (step + 1.0) / float(self.warmup_steps)
-        return tf.where(step < float(self.warmup_steps), warm, self.schedule(step))
-
-    def get_config(self):
-        return dict(schedule=keras.optimizers.schedules.serialize(self.schedule), warmup_steps=self.warmup_steps)
-
-
-def learning_rate_schedule(kind: str, initial: float, epochs: int, steps_per_epoch: int, minimum: float = 0.0,
-                           decay: float = 0.97, warmup_epochs: int = 0):
-    """The training schedule: "cosine" (per epoch from ``initial`` to ``minimum``, PyTorch
-    ``CosineAnnealingLR``; the CIFAR recipe anneals to 0) or "exponential" (×``decay`` per epoch), each
-    optionally after ``warmup_epochs`` of linear per-step warm-up."""
-    from hdas_tf.search.model import CosineEpochSchedule  # one cosine-per-epoch schedule for search and training
-
-    if kind == "cosine":
-        schedule = CosineEpochSchedule(initial, minimum, epochs, steps_per_epoch)
-    elif kind == "exponential":
-        schedule = ExponentialEpochSchedule(initial, decay, steps_per_epoch)
-    else:
-        raise ValueError(f"learning-rate schedule must be 'cosine' or 'exponential', received {kind!r}")
-    if warmup_epochs:
-        schedule = LinearWarmup(schedule, warmup_epochs * steps_per_epoch)
-    return schedule
 
 
 # === the model ===
@@ -204,7 +129,7 @@ class TrainingModel(keras.Model):
             loss, main, aux, logits = self.losses_of(labels, outputs)
         grads = tape.gradient(loss, [v.value for v in variables], unconnected_gradients=tf.UnconnectedGradients.ZERO)
         apply_weight_gradients(self.w_optimizer, grads, variables, self.grad_clip, self.weight_decay)
-        return {"loss": loss, "loss_main": main, "loss_aux": aux, "acc": _correct_share(labels, logits)}
+        return {"loss": loss, "loss_main": main, "loss_aux": aux, "acc": correct_share(labels, logits)}
 
     def test_step(self, data):
         """Inference (no auxiliary head, no drop path, BN running statistics) on a per-replica batch.

@@ -17,7 +17,7 @@ from hdas_tf.nn.supernets import StageSupernet
 from hdas_tf.search.model import ArchitectureSearchModel
 from hdas_tf.space.search_space import SearchSpace
 from hdas_tf.nn.stages import FixedStage, SearchStage, derive_stage_genotype, stage_arch_shapes
-from hdas_tf.run.loop import make_strategy
+from hdas_tf.run.strategy import make_strategy
 
 MAX, AVG, SKIP, NONE = "max_pool_3x3", "avg_pool_3x3", "skip_connect", "none"
 STAGE_OPS = (MAX, AVG, SKIP, NONE)

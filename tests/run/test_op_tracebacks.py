@@ -1,4 +1,4 @@
-"""The switch for TensorFlow's per-op Python stack traces (hdas_tf.op_tracebacks)."""
+"""The switch for TensorFlow's per-op Python stack traces (hdas_tf.run.op_tracebacks)."""
 
 import pytest
 import tensorflow as tf
@@ -6,8 +6,8 @@ from tensorflow.python.framework import ops as tf_ops
 
 from hdas_tf.run import op_tracebacks
 from hdas_tf.search.config import SearchConfig
-from hdas_tf.search.job import configure_runtime
-from hdas_tf.train.job import TrainConfig
+from hdas_tf.run.runtime import configure_runtime
+from hdas_tf.train.config import TrainConfig
 
 
 @pytest.fixture(autouse=True)

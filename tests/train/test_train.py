@@ -1,6 +1,6 @@
 """Training a genotype from scratch: `python -m hdas_tf.train` on the bundled digits (accuracy far above
 chance, every file of the run directory, resume), the `.keras` round trip of the trained model, the
-train step's loss and update computed by hand, the drop path ramp, the learning-rate schedules, and a
+train step's loss and update computed by hand, the drop path ramp, and a
 non-finite loss stopping the run before anything of its epoch is written."""
 
 import dataclasses
@@ -20,15 +20,11 @@ import tensorflow as tf
 from hdas_tf.nn.eval_networks import ChainNetwork
 from hdas_tf.space.genotypes import Genotype
 from hdas_tf.space.registry import REGISTRY
-from hdas_tf.train.job import NonFiniteLossError, TrainConfig, TrainJob
-from hdas_tf.train.model import (
-    ExponentialEpochSchedule,
-    LinearWarmup,
-    TrainingModel,
-    combine_genotypes,
-    learning_rate_schedule,
-)
-from hdas_tf.run.loop import make_strategy
+from hdas_tf.run.loop import NonFiniteLossError
+from hdas_tf.train.config import TrainConfig
+from hdas_tf.train.job import TrainJob, TrainLoop
+from hdas_tf.run.strategy import make_strategy
+from hdas_tf.train.model import TrainingModel, combine_genotypes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # 768 digits → 24 steps of 32 per epoch; C=8, 3 cells. Measured: test accuracy 0.88 after 4 epochs (chance 0.1).
@@ -189,16 +185,16 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tiny_job, tmp_pa
     class Stop(Exception):
         pass
 
-    original = TrainJob._end_epoch
+    original = TrainLoop._end_epoch
 
-    def end_epoch_then_stop(self, record, history, step_scalars):
-        original(self, record, history, step_scalars)
+    def end_epoch_then_stop(self, record, history):
+        original(self, record, history)
         if record["epoch"] == 1:
             raise Stop
 
     keras.utils.set_random_seed(0)
     with monkeypatch.context() as m:
-        m.setattr(TrainJob, "_end_epoch", end_epoch_then_stop)
+        m.setattr(TrainLoop, "_end_epoch", end_epoch_then_stop)
         with pytest.raises(Stop):
             TrainJob(TrainConfig(**TINY), tmp_path / "split").run()
     resumed = TrainJob(TrainConfig(**TINY), tmp_path / "split", resume=True)
@@ -314,24 +310,7 @@ def test_mirrored_step_equals_single_device_step():
     assert diff < 1e-4 * norm, (diff, norm)
 
 
-# === schedules and genotypes ===
-
-
-def test_learning_rate_schedules():
-    cosine = learning_rate_schedule("cosine", 0.025, 4, 10)
-    expected = [0.025, 0.025, 0.0125 * (1 + math.cos(math.pi / 4)), 0.0125 * (1 + math.cos(3 * math.pi / 4))]
-    assert [float(cosine(s)) for s in (0, 9, 10, 39)] == pytest.approx(expected)
-    exponential = learning_rate_schedule("exponential", 0.1, 250, 10)
-    assert isinstance(exponential, ExponentialEpochSchedule)
-    assert [float(exponential(s)) for s in (0, 10, 25)] == pytest.approx([0.1, 0.097, 0.1 * 0.97 ** 2])
-    warm = learning_rate_schedule("cosine", 0.1, 10, 4, warmup_epochs=2)
-    assert isinstance(warm, LinearWarmup)
-    after = 0.05 * (1 + math.cos(math.pi * 2 / 10))  # the cosine value at the end of the warm-up (epoch 2)
-    assert [float(warm(s)) for s in (0, 3, 7, 8)] == pytest.approx([after / 8, after / 2, after, after])
-    clone = LinearWarmup.from_config(warm.get_config())
-    assert float(clone(5)) == pytest.approx(float(warm(5)))
-    with pytest.raises(ValueError, match="cosine"):
-        learning_rate_schedule("step", 0.1, 10, 4)
+# === genotypes and the config ===
 
 
 def test_combine_genotypes():

@@ -1,0 +1,64 @@
+"""The run directory: a fresh run or the resumption of one, flags.cfg, the log file, the config as JSON, and
+the epoch history a resumed run continues."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging as std_logging
+import os
+
+from absl import logging
+
+from hdas_tf.files import write_json_atomic, write_text_atomic
+
+
+def ensure_fresh_or_resume(run_dir: str, resume: bool) -> None:
+    """Refuses to mix a new run into a directory that holds another run's checkpoints."""
+    import tensorflow as tf  # only here: the mains call this before anything else needs TensorFlow
+
+    ckpt = os.path.join(run_dir, "checkpoints")
+    has = tf.train.latest_checkpoint(ckpt) is not None if os.path.isdir(ckpt) else False
+    if has and not resume:
+        raise ValueError(f"{run_dir} already holds a run's checkpoints; pass --resume to continue it, "
+                         "or choose a new --run_dir")
+
+
+def start(run_dir: str, resume: bool, flag_lines, log_name: str, keep_flags_on_resume: bool = False) -> None:
+    """Opens ``run_dir`` for a main: checks it (``ensure_fresh_or_resume``), writes ``flags.cfg`` from
+    ``flag_lines`` (kept as it is when ``keep_flags_on_resume`` and the run resumes) and sends the progress log
+    to ``RUN_DIR/log_name`` as well as stderr. Raises ValueError, before writing anything, for a refused run."""
+    ensure_fresh_or_resume(run_dir, resume)
+    os.makedirs(run_dir, exist_ok=True)
+    path = os.path.join(run_dir, "flags.cfg")
+    if not (keep_flags_on_resume and resume and os.path.exists(path)):
+        write_text_atomic(path, "\n".join(flag_lines) + "\n")
+    log_to_file(os.path.join(run_dir, log_name))
+
+
+def log_to_file(path: str) -> None:
+    """Adds ``path`` to the absl logger's outputs (appending: a resumed run continues its log) at level INFO."""
+    handler = std_logging.FileHandler(path)
+    handler.setFormatter(logging.PythonFormatter())
+    logging.get_absl_logger().addHandler(handler)
+    logging.set_verbosity(logging.INFO)
+
+
+def json_ready(cfg) -> dict:
+    """A config dataclass as a JSON-ready dict (tuples as lists), as ``config.json`` and ``run.json`` hold it."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()}
+
+
+def write_config(run_dir: str, cfg) -> None:
+    """``RUN_DIR/config.json``."""
+    write_json_atomic(os.path.join(run_dir, "config.json"), json_ready(cfg))
+
+
+def load_history(run_dir: str, keep) -> list:
+    """The entries of ``RUN_DIR/history.json`` for which ``keep(entry)`` holds ([] without the file): a resumed
+    run continues the history of the epochs its checkpoint covers."""
+    path = os.path.join(run_dir, "history.json")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [h for h in json.load(f) if keep(h)]
