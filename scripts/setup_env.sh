@@ -15,4 +15,4 @@ export PATH="$VENV/bin:$PATH"
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 # hdas_tf's CPU kernels (hdas_tf/nn/csrc), compiled once per machine into a cache (about 30 s), so that no run pays
 # for it before its first step. Without a C++ compiler this prints why and TF's kernels are used instead.
-"$VENV/bin/python" -m hdas_tf.nn.cpu_kernels >/dev/null || true
+"$VENV/bin/python" -m hdas_tf.cli.build_kernels >/dev/null || true

@@ -1,12 +1,12 @@
 """hdas_tf's own CPU kernels (``hdas_tf/nn/csrc``: depthwise convolution, training-mode batch normalisation and
 the max-pool gradient, with their gradients): built with the machine's C++ compiler on first use, cached, and
-loaded as TensorFlow ops. On an AVX2 host TF's kernels for these made most of a search step (BUILD_NOTES "Speed").
+loaded as TensorFlow ops. Why: BUILD_NOTES "CPU kernels and their build".
 
 ``HDAS_TF_KERNELS`` chooses: ``auto`` (default: these kernels where they build and no GPU is visible, else TF's
 with a warning), ``custom`` (these or an error), ``native`` (TF's). Graphs that leave the process are traced
 with TF's ops (``tracing.options(native_kernels=True)``). The library is cached in ``$HDAS_TF_KERNEL_CACHE``
 (default ``~/.cache/hdas_tf/kernels``) under a key of the sources, TF, compiler and CPU (``-march=native``);
-``python -m hdas_tf.nn.cpu_kernels`` builds it ahead of time.
+``python -m hdas_tf.cli.build_kernels`` builds it ahead of time.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ import os
 import platform
 import shutil
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 
 import tensorflow as tf
 from absl import logging
+
+from hdas_tf.files import atomic_path
 
 MODE_ENV = "HDAS_TF_KERNELS"
 CACHE_ENV = "HDAS_TF_KERNEL_CACHE"
@@ -89,18 +89,11 @@ def build() -> str:
         return path
     if shutil.which(_compiler()) is None:
         raise KernelBuildError(f"no C++ compiler '{_compiler()}' on PATH (set CXX, or {MODE_ENV}=native)")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so.tmp", dir=os.path.dirname(path))
-    os.close(fd)
     start = time.monotonic()
-    try:
+    with atomic_path(path, suffix=".so.tmp") as tmp:
         done = subprocess.run(_command(tmp), capture_output=True, text=True)
         if done.returncode != 0:
             raise KernelBuildError(f"compiling {SOURCE_DIR} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     logging.info("built hdas_tf's CPU kernels in %.1f s: %s", time.monotonic() - start, path)
     return path
 
@@ -185,17 +178,3 @@ def library():
 def in_use() -> str:
     """'custom' or 'native': what this process's search and training graphs get (for benchmark records)."""
     return "native" if library() is None else "custom"
-
-
-def main() -> int:
-    try:
-        print(build())
-    except KernelBuildError as e:
-        print(f"hdas_tf: its CPU kernels were not built; TensorFlow's are used instead.\n{e}",
-              file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,7 +11,9 @@ import keras
 import tensorflow as tf
 
 from hdas_tf.nn import ops
-from hdas_tf.nn.cells import SearchCell
+from hdas_tf.nn.cells import FixedCell, SearchCell
+from hdas_tf.nn.stages import SearchStage
+from hdas_tf.space.genotypes import Genotype
 from hdas_tf.space.search_space import SearchSpace, space_from_config, space_to_config
 
 _PACKAGE = "hdas_tf"
@@ -97,11 +99,6 @@ class ChainSupernet(keras.layers.Layer):
 
 
 # === Stage supernet (H^s-DAS) ===
-
-# Imported here, not at the top, so that this section is a pure append (merge-friendly); the lead may hoist them.
-from hdas_tf.nn.cells import FixedCell  # noqa: E402
-from hdas_tf.space.genotypes import Genotype  # noqa: E402
-from hdas_tf.nn.stages import SearchStage  # noqa: E402
 
 
 def _stage_cell(genotype, group: str) -> dict:
