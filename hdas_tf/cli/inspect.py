@@ -54,9 +54,9 @@ flags.DEFINE_boolean("pool_bn", True, "BN after pooling ops (the H-DAS reference
 flags.DEFINE_boolean("dot", False, "Print the genotype's cells and stage DAGs as DOT text (with --json: a 'dot' "
                      "entry).")
 flags.DEFINE_boolean("json", False, "Print one JSON object.")
-# The relative improvement of a searched architecture over random ones (H-DAS ablation; hdas_tf.train.relative_improvement).
-flags.DEFINE_boolean("ri", False, "Print RI = 100 × (Acc_m − Acc_r) / Acc_r of training run --searched over the mean of "
-                     "training runs --random (each a run directory or its metrics.json), instead of a network.")
+# RI of a searched architecture over random ones (H-DAS ablation; hdas_tf.train.relative_improvement).
+flags.DEFINE_boolean("ri", False, "Print RI = 100 × (Acc_m − Acc_r) / Acc_r of training run --searched over the "
+                     "mean of training runs --random (each a run directory or its metrics.json), instead of a network.")
 flags.DEFINE_string("searched", None, "--ri: the searched architecture's training run.")
 flags.DEFINE_list("random", None, "--ri: the random architectures' training runs, comma-separated.")
 flags.DEFINE_enum("ri_accuracy", "final", ["final", "best"], "--ri: compare the last epoch's accuracy (the number "
