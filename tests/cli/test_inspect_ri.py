@@ -48,7 +48,7 @@ def test_ri_json_and_text(capsys, tmp_path):
 @pytest.mark.parametrize("flag_values, message", [
     (dict(ri=True), "RI needs --ri, --searched=RUN and --random"),
     (dict(searched="x"), "RI needs --ri"),
-    (dict(ri=True, searched="x", random=["y"]), "x/metrics.json does not exist"),
+    (dict(ri=True, searched="x", random=["y"]), "x does not exist: pass a training run directory"),
 ])
 def test_incomplete_flags_and_missing_runs_are_usage_errors(flag_values, message, tmp_path):
     flag_values = {k: (str(tmp_path / v) if k == "searched" else [str(tmp_path / r) for r in v] if k == "random" else v)
