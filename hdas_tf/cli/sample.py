@@ -40,7 +40,8 @@ def _space_and_cells():
     if FLAGS.kind == "cell":
         stage_flags = [f"--{n}" for n in ("genotype", "stage_lengths", "window", "stage") if FLAGS[n].present]
         if stage_flags:
-            raise ValueError(f"{', '.join(stage_flags)} describe a stage sample; drop them or use --kind=stage")
+            raise ValueError(f"--kind=cell takes no {', '.join(stage_flags)} (flags of a stage sample); drop them "
+                             "or use --kind=stage")
         return SearchSpace(cells=FLAGS.cells), None
     if FLAGS["cells"].present:
         raise ValueError("--cells describes a cell sample; a stage sample takes its cells from --genotype")

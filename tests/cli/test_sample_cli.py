@@ -66,7 +66,7 @@ def test_stage_dags_on_fixed_cells_build_as_train_builds_them(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--kind=stage", "--num=1"], "--kind=stage needs --genotype"),
-    (["--kind=cell", "--window=2", "--num=1"], "--window describe a stage sample"),
+    (["--kind=cell", "--window=2", "--num=1"], "--kind=cell takes no --window"),
     (["--kind=stage", "--genotype=DARTS_V2", "--cells=stage_specific", "--num=1"], "--cells describes a cell sample"),
     (["--kind=stage", "--genotype=DARTS_V2", "--stage_lengths=a,b,c", "--num=1"], "three integers"),
     (["--kind=stage", "--genotype=DARTS_V2", "--stage_lengths=4,4", "--num=1"], "three positive integers"),
