@@ -13,9 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 FLAG_FILES = sorted(os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "flags", "*.cfg")))
 TRAIN_FILES = [f for f in FLAG_FILES if "train" in f]
 SEARCH_FILES = [f for f in FLAG_FILES if f not in TRAIN_FILES]
-# Flags a file leaves to the command line on purpose (they name a user's file); the configs require them.
-EXTRA = {"cifar10_stacnas_members.cfg": ["--edge_clusters=runs/stacnas1/edge_clusters.json"]}
-TRAIN_EXTRA = ["--genotype=DARTS_V2"]
+TRAIN_EXTRA = ["--genotype=DARTS_V2"]  # a training file leaves the genotype to the command line
 
 # One process per main: parse each file from defaults (FLAGS.unparse_flags), build the config, print it as JSON.
 _SCRIPT = """
@@ -47,8 +45,15 @@ def _configs(main: str, files, extra_for) -> dict:
 
 
 @pytest.fixture(scope="module")
-def search_configs():
-    return _configs("search", SEARCH_FILES, lambda f: EXTRA.get(f, []))
+def search_configs(tmp_path_factory):
+    from hdas_tf.space.clusters import DEFAULT_CLUSTERS, EdgeClusters
+
+    # StacNAS stage 2 leaves stage 1's hand-off to the command line; its search space reads the file.
+    hand_off = tmp_path_factory.mktemp("stacnas1") / "edge_clusters.json"
+    hand_off.write_text(json.dumps(EdgeClusters(DEFAULT_CLUSTERS, 4, (("normal", ("separable",) * 14),
+                                                                      ("reduce", ("pooling",) * 14))).to_dict()))
+    extra = {"cifar10_stacnas_members.cfg": [f"--edge_clusters={hand_off}"]}
+    return _configs("search", SEARCH_FILES, lambda f: extra.get(f, []))
 
 
 @pytest.fixture(scope="module")

@@ -52,7 +52,7 @@ def test_stage_dags_on_fixed_cells_build_as_train_builds_them(tmp_path):
     g.validate(window=2)
     assert g.cells == REGISTRY["DARTS_V2"].cells and g.stage_lengths == (2, 3, 2) and len(g.stages) == 3
     # what `train --genotype=FILE` does with it: resolve + combine, then the evaluation network (tiny C)
-    net = build_eval_network(combine_genotypes(str(path), None), 10, 4, 20, "cifar", auxiliary=True)
+    net = build_eval_network(combine_genotypes(str(path), None), 10, 4, None, "cifar", auxiliary=True)
     assert isinstance(net, StageNetwork)
     net.build((None, 32, 32, 3))
     assert net.stage_lengths == (2, 3, 2)
