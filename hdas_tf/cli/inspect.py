@@ -13,6 +13,8 @@ What is inspected:
   reports StacNAS's stage-1 or stage-2 supernet, as ``hdas_tf.search`` would build it.
 - ``--dot`` (with ``--genotype``): the genotype's cells and stage DAGs as Graphviz DOT text instead of the
   counts (pipe into ``dot -Tpng -O``); with ``--json`` the counts gain a ``dot`` entry instead.
+- ``--ri --searched=RUN --random=RUN1,RUN2,...``: the relative improvement of a searched architecture's
+  training run over random ones' (``hdas_tf.train.relative_improvement``); no network is built.
 
 Networks are built from shapes only (no forward pass): C=36, L=20 takes seconds.
 """
@@ -52,6 +54,13 @@ flags.DEFINE_boolean("pool_bn", True, "BN after pooling ops (the H-DAS reference
 flags.DEFINE_boolean("dot", False, "Print the genotype's cells and stage DAGs as DOT text (with --json: a 'dot' "
                      "entry).")
 flags.DEFINE_boolean("json", False, "Print one JSON object.")
+# RI of a searched architecture over random ones (H-DAS ablation; hdas_tf.train.relative_improvement).
+flags.DEFINE_boolean("ri", False, "Print RI = 100 × (Acc_m − Acc_r) / Acc_r of training run --searched over the "
+                     "mean of training runs --random (each a run directory or its metrics.json), instead of a network.")
+flags.DEFINE_string("searched", None, "--ri: the searched architecture's training run.")
+flags.DEFINE_list("random", None, "--ri: the random architectures' training runs, comma-separated.")
+flags.DEFINE_enum("ri_accuracy", "final", ["final", "best"], "--ri: compare the last epoch's accuracy (the number "
+                  "to report) or the best epoch's.")
 
 # The reference recipes (DESIGN §4): (init_channels, layers) per network kind and layout.
 NETWORK_DEFAULTS = {("chain", "cifar"): (36, 20), ("chain", "imagenet"): (48, 14),
@@ -176,9 +185,33 @@ def _print_report(report: dict) -> None:
         print(f"{k:>18}: {v}")
 
 
+def _ri_main() -> None:
+    """``--ri``: RI from training runs' metrics.json files (no network is built)."""
+    from hdas_tf.train.relative_improvement import ri_report
+
+    if not (FLAGS.ri and FLAGS.searched and FLAGS.random):
+        raise app.UsageError("RI needs --ri, --searched=RUN and --random=RUN1,RUN2,... (training run directories or "
+                             "their metrics.json)")
+    try:
+        report = ri_report(FLAGS.searched, FLAGS.random, FLAGS.ri_accuracy)
+    except ValueError as e:
+        raise app.UsageError(str(e))
+    if FLAGS.json:
+        print(json.dumps(report, sort_keys=True))
+        return
+    print(f"{FLAGS.ri_accuracy} {report['split']} accuracy over {report['eval_examples']} examples")
+    print(f"searched  {report['searched']['accuracy']:.4f}  {report['searched']['run']}")
+    for r in report["random"]:
+        print(f"random    {r['accuracy']:.4f}  {r['run']}")
+    print(f"Acc_r     {report['random_mean']:.4f}  (mean of {len(report['random'])})")
+    print(f"RI        {report['ri']:+.3f} %")
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if FLAGS.ri or FLAGS.searched or FLAGS.random:
+        return _ri_main()
     mode = _mode()
     try:
         if mode == "supernet":
