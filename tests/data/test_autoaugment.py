@@ -278,3 +278,11 @@ def test_training_pipeline_with_autoaugment():
     train, _, _ = data.train_test_datasets("digits", batch_size=16, num_examples=64, seed=0, augment="cifar",
                                            cutout=8)
     assert not np.array_equal(x, next(iter(train))[0].numpy())
+
+
+def test_training_config_accepts_autoaugment():
+    from hdas_tf.train.config import TrainConfig
+
+    assert TrainConfig(genotype="DARTS_V2", augment="autoaugment").augment == "autoaugment"
+    with pytest.raises(ValueError, match="augment must be one of"):
+        TrainConfig(genotype="DARTS_V2", augment="randaugment")
