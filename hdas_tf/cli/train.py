@@ -36,10 +36,11 @@ flags.DEFINE_integer("num_examples", None, "Use only this many training (and tes
                      lower_bound=2)
 flags.DEFINE_float("validation_fraction", 0.0, "Evaluate on this held-out share of the training split instead of the "
                    "test split.", lower_bound=0.0, upper_bound=0.99)
-flags.DEFINE_enum("augment", "cifar", ["cifar", "imagenet", "none"], "Training augmentation: cifar (pad-4 crop, flip, "
-                  "cutout), imagenet (random-resized crop, flip, colour jitter) or none.")
-flags.DEFINE_integer("cutout", 16, "Cutout side of the cifar augmentation (after normalisation); 0 = off.",
-                     lower_bound=0)
+flags.DEFINE_enum("augment", "cifar", data.AUGMENTATIONS, "Training augmentation: cifar (pad-4 crop, flip, cutout), "
+                  "autoaugment (AutoAugment's CIFAR-10 policy, then pad-4 crop, flip, cutout), imagenet "
+                  "(random-resized crop, flip, colour jitter) or none.")
+flags.DEFINE_integer("cutout", 16, "Cutout side of the cifar and autoaugment augmentations (after normalisation); "
+                     "0 = off.", lower_bound=0)
 flags.DEFINE_integer("batch_size", 96, "Global batch size (split over replicas).", lower_bound=1)
 flags.DEFINE_integer("epochs", 600, "Training epochs (raise it with --resume to train on).", lower_bound=1)
 flags.DEFINE_float("lr", 0.025, "Initial SGD learning rate.", lower_bound=0.0)

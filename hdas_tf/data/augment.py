@@ -1,15 +1,17 @@
 """Per-image preprocessing: normalisation, the evaluation transform and the augmentation recipes ("cifar": pad
-and random crop, flip, cutout; "imagenet": random-resized crop, flip, colour jitter). Random ops are stateless
-and seeded per element, so the same seed gives the same images whatever the map parallelism."""
+and random crop, flip, cutout; "autoaugment": AutoAugment's CIFAR-10 policy, then the cifar recipe; "imagenet":
+random-resized crop, flip, colour jitter). Random ops are stateless and seeded per element, so the same seed gives
+the same images whatever the map parallelism."""
 
 from __future__ import annotations
 
 import tensorflow as tf
 
+from hdas_tf.data.autoaugment import apply_policy
 from hdas_tf.data.images import IMAGENET_EVAL_CROP_FRACTION, resize_and_center_crop, resize_to
 from hdas_tf.data.source import DataError, DataInfo
 
-AUGMENTATIONS = ("none", "cifar", "imagenet")
+AUGMENTATIONS = ("none", "cifar", "imagenet", "autoaugment")
 
 
 def check_augment(augment):
@@ -30,9 +32,11 @@ def preprocess(image, info: DataInfo, *, training: bool, augment="none", cutout=
     """Turns one uint8 image into the normalised float32 model input of shape ``info.image_shape``.
 
     Training with ``augment="cifar"``: zero-pad 4 + random crop, horizontal flip, normalise, then cutout
-    (after normalisation, so the square is exactly 0, as in the DARTS code). Training with
-    ``augment="imagenet"``: random-resized crop, flip, colour jitter, normalise. Otherwise (evaluation, or
-    ``augment="none"``) the deterministic evaluation transform and normalisation.
+    (after normalisation, so the square is exactly 0, as in the DARTS code). ``augment="autoaugment"``: one
+    sub-policy of AutoAugment's CIFAR-10 policy (``data.autoaugment``), then the cifar recipe, as in Cubuk et
+    al.'s CIFAR training. Training with ``augment="imagenet"``: random-resized crop, flip, colour jitter,
+    normalise. Otherwise (evaluation, or ``augment="none"``) the deterministic evaluation transform and
+    normalisation.
 
     Args:
         seed: int tensor of shape [2]. Seed of the stateless random ops; required when training with an
@@ -44,11 +48,16 @@ def preprocess(image, info: DataInfo, *, training: bool, augment="none", cutout=
         return normalize(eval_transform(image, target, augment, eval_crop_fraction), info)
     if seed is None:
         raise ValueError("preprocess(training=True) with an augmentation needs a stateless seed, shape [2].")
+    # The third stream is the colour jitter's (imagenet) or the policy's (autoaugment): for a seed, the cifar and
+    # autoaugment recipes draw the same crops, flips and cutouts.
     crop_seed, flip_seed, jitter_seed, cutout_seed = tf.unstack(
         tf.random.experimental.stateless_split(seed, num=4))
-    if augment == "cifar":
+    if augment in ("cifar", "autoaugment"):
         # The pad-and-crop recipe works at the model input size; bring the image there first.
         x = eval_transform(image, target, "cifar", eval_crop_fraction)
+        if augment == "autoaugment":
+            # The policy's ops are defined on uint8 pixel values: round a resized image to them first.
+            x = apply_policy(tf.clip_by_value(tf.round(tf.cast(x, tf.float32)), 0.0, 255.0), jitter_seed)
         x = pad_and_random_crop(x, crop_seed, padding=4)
         x = tf.image.stateless_random_flip_left_right(x, flip_seed)
         x = normalize(x, info)

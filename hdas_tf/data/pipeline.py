@@ -49,6 +49,20 @@ def dataset_info(dataset: str, data_dir=None, image_size=None, manual_dir=None, 
     return _make_info(_open_source(dataset, data_dir, manual_dir, download), image_size)
 
 
+def default_search_augment(dataset: str) -> str:
+    """The augmentation a search uses on ``dataset`` when none is given (BUILD_NOTES "Data pipelines").
+
+    "none" for the bundled digits (a mirrored digit is another digit, or none); "imagenet" for imagenet2012
+    (the training recipe's random-resized crop, flip and colour jitter); "cifar" (zero-pad 4 + random crop,
+    flip: DARTS's train_search, the H-DAS reference, StacNAS) for CIFAR, image folders and other TFDS sets.
+    """
+    if dataset == "digits":
+        return "none"
+    if dataset == "imagenet2012":
+        return "imagenet"
+    return "cifar"
+
+
 def check_num_classes(info: DataInfo, num_classes) -> None:
     """Raises ValueError if a configured class count disagrees with the data (before any training)."""
     if num_classes is None:
@@ -98,7 +112,8 @@ def search_datasets(dataset="digits", batch_size=64, train_portion=0.5, seed=0, 
     Args:
         batch_size: int. The global batch, or, with ``input_context``, the global batch from which the
             per-replica batch is taken (``input_context.get_per_replica_batch_size``).
-        augment: str. "none" (the DARTS search default), "cifar" (no cutout in search) or "imagenet".
+        augment: str. One of ``AUGMENTATIONS``; cutout is never used in search. DARTS, the H-DAS reference and
+            StacNAS search with "cifar" (pad-4 crop + flip on both halves): see :func:`default_search_augment`.
         input_context: tf.distribute.InputContext. Shard by input pipeline and batch per replica.
         num_examples: int. Use only the first this-many training examples (tiny runs).
         Other arguments as in :func:`dataset_info`.
@@ -136,9 +151,11 @@ def train_test_datasets(dataset="digits", batch_size=96, seed=0, data_dir=None, 
     is then not trained on).
 
     Args:
-        augment: str. "cifar" (pad 4 + random crop, flip, then cutout after normalisation), "imagenet"
-            (random-resized crop, flip, colour jitter; eval: resize and centre crop) or "none".
-        cutout: int. Side of the cutout square of the CIFAR recipe; 0 disables it. Only "cifar" uses it.
+        augment: str. "cifar" (pad 4 + random crop, flip, then cutout after normalisation), "autoaugment"
+            (AutoAugment's CIFAR-10 policy, then the cifar recipe), "imagenet" (random-resized crop, flip,
+            colour jitter; eval: resize and centre crop) or "none".
+        cutout: int. Side of the cutout square of the CIFAR recipe; 0 disables it. Only "cifar" and
+            "autoaugment" use it.
         num_examples: int. Use only the first this-many examples of the training split and of the
             evaluation split (tiny runs).
         eval_crop_fraction: float. ImageNet-style evaluation resizes so that the crop is this fraction of

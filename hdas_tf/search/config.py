@@ -27,6 +27,9 @@ class SearchConfig:
       genotype: the fixed cell genotype of a stage search (registry name or file).
       epochs, max_steps: the run stops after ``epochs`` epochs or ``max_steps`` steps in total.
       num_examples: cap on the training examples (tiny runs).
+      augment: the augmentation of both halves of the search split (``data.AUGMENTATIONS``, never cutout); None
+        resolves per data set (``data.default_search_augment``: "cifar" for CIFAR and folders, "none" for the
+        digits) in ``resolved()``, which a run calls before it records its config.
       unrolled: second-order architecture gradient.
       recompute: keep only block inputs for the backward pass and recompute the rest (less memory).
       op_tracebacks: keep TensorFlow's per-op Python stack traces (``hdas_tf.run.op_tracebacks``; off by default).
@@ -56,6 +59,7 @@ class SearchConfig:
     download: bool = False
     image_size: int | None = None
     num_examples: int | None = None
+    augment: str | None = None
     train_portion: float = 0.5
     batch_size: int = 64
     epochs: int = 50
@@ -94,6 +98,10 @@ class SearchConfig:
             ("theta", self.theta, ("uniform", "flops")),
             ("stacnas", self.stacnas, STACNAS_MODES),
         ]
+        if self.augment is not None:
+            from hdas_tf import data  # here, not at the top: the config module stays free of TensorFlow
+
+            checks.append(("augment", self.augment, data.AUGMENTATIONS))
         for name, value, allowed in checks:
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, received {value!r}")
@@ -118,3 +126,11 @@ class SearchConfig:
         if self.search != "cell" and not self.genotype:
             raise ValueError(f"a {self.search} search needs a fixed cell genotype: set genotype "
                              "(a registry name such as DARTS_V2, or a genotype.json from a cell search)")
+
+    def resolved(self) -> "SearchConfig":
+        """This config with the per-data-set defaults filled in (``augment``); what a run records."""
+        if self.augment is not None:
+            return self
+        from hdas_tf import data
+
+        return dataclasses.replace(self, augment=data.default_search_augment(self.dataset))

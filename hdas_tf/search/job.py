@@ -270,6 +270,7 @@ class SearchLoop(StepLoop):
 def run_search(cfg: SearchConfig, run_dir: str, resume: bool = False) -> dict:
     """Runs (or resumes) a search in ``run_dir`` and returns the run summary written to run.json."""
     t_start = time.monotonic()
+    cfg = cfg.resolved()  # the per-data-set defaults (augment), so config.json records what ran
     ensure_fresh_or_resume(run_dir, resume)
     os.makedirs(run_dir, exist_ok=True)
     write_config(run_dir, cfg)
@@ -277,7 +278,7 @@ def run_search(cfg: SearchConfig, run_dir: str, resume: bool = False) -> dict:
     weight_ds, arch_ds, info = data.search_datasets(
         cfg.dataset, batch_size=cfg.batch_size, train_portion=cfg.train_portion, seed=cfg.seed,
         data_dir=cfg.data_dir, image_size=cfg.image_size, download=cfg.download, manual_dir=cfg.manual_dir,
-        num_examples=cfg.num_examples)
+        augment=cfg.augment, num_examples=cfg.num_examples)
     steps_per_epoch = data.search_batches_per_epoch(info, cfg.batch_size, cfg.train_portion, cfg.num_examples)
     if steps_per_epoch < 1:
         raise ValueError(f"the weight half of {cfg.dataset} has fewer examples than one batch of {cfg.batch_size}; "

@@ -23,8 +23,9 @@ class TrainConfig:
       auxiliary, auxiliary_weight: auxiliary head and its loss weight.
       drop_path_rate: the drop path rate of the last epoch, ramped linearly from 0 at the first.
       validation_fraction: evaluate on this held-out share of the training split instead of the test split.
-      augment, cutout: "cifar" (pad-4 crop, flip, cutout after normalisation), "imagenet" (random-resized
-        crop, flip, colour jitter) or "none"; cutout side (CIFAR recipe only, 0 = off).
+      augment, cutout: "cifar" (pad-4 crop, flip, cutout after normalisation), "autoaugment" (AutoAugment's
+        CIFAR-10 policy, then the cifar recipe), "imagenet" (random-resized crop, flip, colour jitter) or
+        "none"; cutout side (cifar and autoaugment only, 0 = off).
       lr, lr_min, lr_schedule, lr_decay, warmup_epochs: SGD learning rate: "cosine" per epoch from lr to
         lr_min, or "exponential" ×lr_decay per epoch; optionally after warmup_epochs of linear warm-up.
       weight_decay: coupled L2. grad_clip: global-norm clip after cross-replica aggregation (0 = off).

@@ -43,6 +43,9 @@ def test_run_directory_has_every_file(full_run):
     flags_cfg = (run_dir / "flags.cfg").read_text()
     assert "--init_channels=2" in flags_cfg and "--max_steps=4" in flags_cfg
     assert "--strategy=default" in flags_cfg and "--norecompute" in flags_cfg  # the shared runtime flags too
+    # No --augment: the digits default ("none", a mirrored digit is another digit), recorded resolved.
+    assert "--augment" not in flags_cfg
+    assert json.loads((run_dir / "config.json").read_text())["augment"] == "none"
     run = json.loads((run_dir / "run.json").read_text())
     assert run["steps"] == 4
     assert run["arch_params"] == 224
@@ -77,6 +80,38 @@ def test_resume_continues_to_the_same_architecture(full_run, tmp_path):
     for name in a.files:
         np.testing.assert_array_equal(a[name], b[name])
     assert json.loads((split / "run.json").read_text())["steps"] == 4
+
+
+def _checkpoint_tensors(run_dir):
+    """Every tensor of the run's latest checkpoint but the save counter (a resumed run saves more often)."""
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(str(run_dir / "checkpoints"))
+    names = [n for n in reader.get_variable_to_shape_map() if not n.startswith(("save_counter", "_CHECKPOINTABLE"))]
+    return {n: reader.get_tensor(n) for n in names}
+
+
+@pytest.mark.slow  # three searches, each in its own process
+def test_resume_with_augmentation_is_bit_identical(full_run, tmp_path):
+    """--augment=cifar on the digits: stopped after epoch 1 (3 steps) and resumed to 4 == 4 steps in one go, for
+    α and every checkpointed weight and optimizer slot; and the augmentation reached the search (α differs from
+    the unaugmented run's). The data side of resume (skipping k batches gives step k's images) is checked fast in
+    tests/data/test_search_augment.py."""
+    plain_dir, _ = full_run
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    _search(whole, "--max_steps=4", "--augment=cifar")
+    _search(split, "--max_steps=3", "--augment=cifar")
+    _search(split, "--max_steps=4", "--augment=cifar", "--resume")
+    assert json.loads((split / "config.json").read_text())["augment"] == "cifar"
+    a, b = np.load(whole / "alphas.npz"), np.load(split / "alphas.npz")
+    for name in a.files:
+        np.testing.assert_array_equal(a[name], b[name])
+    ta, tb = _checkpoint_tensors(whole), _checkpoint_tensors(split)
+    assert sorted(ta) == sorted(tb) and len(ta) > 20
+    for name in ta:
+        np.testing.assert_array_equal(ta[name], tb[name], err_msg=name)
+    plain = np.load(plain_dir / "alphas.npz")
+    assert not np.array_equal(plain["alpha_normal"], a["alpha_normal"])
 
 
 def test_bad_flags_are_reported_before_any_work(tmp_path):

@@ -333,7 +333,7 @@ def test_unknown_dataset_names():
     with pytest.raises(ValueError, match="no data set named 'no_such_set'"):
         data.dataset_info("tfds:no_such_set")
     with pytest.raises(ValueError, match="augment must be one of"):
-        data.search_datasets("digits", augment="autoaugment")
+        data.search_datasets("digits", augment="randaugment")
 
 
 def test_check_num_classes():
