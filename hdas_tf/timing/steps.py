@@ -274,7 +274,8 @@ def _bench_input(spec: BenchmarkSpec, strategy) -> dict:
     configure_runtime(SearchConfig(seed=spec.seed, grappler=spec.grappler))
     t_start = time.perf_counter()
     weight_ds, arch_ds, info = data.search_datasets(spec.dataset, batch_size=spec.global_batch, seed=spec.seed,
-                                                    data_dir=spec.data_dir, image_size=spec.image_size)
+                                                    data_dir=spec.data_dir, image_size=spec.image_size,
+                                                    augment=data.default_search_augment(spec.dataset))
     batches = iter(strategy.experimental_distribute_dataset(tf.data.Dataset.zip((weight_ds, arch_ds)).prefetch(2)))
     build_s = time.perf_counter() - t_start
 
