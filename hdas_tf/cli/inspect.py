@@ -11,6 +11,10 @@ What is inspected:
   ``params`` (weights) and ``arch_params`` (α scalars). A supernet searches the cells, so it takes no
   ``--genotype``. ``--stacnas=clusters`` (with ``--clusters``) or ``--stacnas=members --edge_clusters=FILE``
   reports StacNAS's stage-1 or stage-2 supernet, as ``hdas_tf.search`` would build it.
+- ``--supernet=stage`` / ``--supernet=distribution`` with ``--genotype`` (the fixed cells): the H^s-DAS
+  stage-DAG or cell-distribution supernet of ``hdas_tf.search --search=stage|distribution`` with the same
+  flags (``--stage``, ``--stage_lengths``, ``--window``, ``--min_cells``, ``--max_cells``), reporting
+  ``params`` and ``arch_params`` (α and β scalars).
 - ``--dot`` (with ``--genotype``): the genotype's cells and stage DAGs as Graphviz DOT text instead of the
   counts (pipe into ``dot -Tpng -O``); with ``--json`` the counts gain a ``dot`` entry instead.
 - ``--ri --searched=RUN --random=RUN1,RUN2,...``: the relative improvement of a searched architecture's
@@ -28,11 +32,14 @@ from absl import app, flags
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_enum("supernet", None, ["cell", "none"],
-                  "cell: report the cell supernet of a search (the default without --genotype); none: report the "
-                  "evaluation network of --genotype (the default with it).")
+SUPERNETS = ("cell", "stage", "distribution")
+flags.DEFINE_enum("supernet", None, [*SUPERNETS, "none"],
+                  "cell: report the cell supernet of a search (the default without --genotype); stage / distribution: "
+                  "the H^s-DAS stage-DAG / cell-distribution supernet on the cells of --genotype, as hdas_tf.search "
+                  "--search=stage|distribution builds it; none: report the evaluation network of --genotype (the "
+                  "default with it).")
 flags.DEFINE_string("genotype", None, "Cells: a registry name (e.g. DARTS_V2) or a genotype file (which may also carry "
-                    "stage DAGs).")
+                    "stage DAGs); with --supernet=stage|distribution the supernet's fixed cells.")
 flags.DEFINE_string("stage_genotype", None, "Stage DAGs (registry name such as HS_DAS_CIFAR, or a file) added to the "
                     "genotype's cells: the network is then a stage network.")
 flags.DEFINE_enum("layout", "cifar", ["cifar", "imagenet"], "Evaluation network layout (DESIGN §4).")
@@ -41,16 +48,28 @@ flags.DEFINE_enum("stacnas", "off", ["off", "clusters", "members"], "Cell supern
                   "hdas_tf.search --help): clusters = stage 1, members = stage 2 (needs --edge_clusters).")
 flags.DEFINE_string("clusters", None, "StacNAS stage 1: a cluster-set file (default clusters otherwise).")
 flags.DEFINE_string("edge_clusters", None, "StacNAS stage 2: the edge_clusters.json of a stage-1 run.")
+# The stage-level flags of hdas_tf.search, with its defaults (--supernet=stage|distribution only).
+flags.DEFINE_enum("stage", "stage_specific", ["shared", "stage_specific"],
+                  "Stage α of a stage or distribution supernet: one DAG for all stages or one per stage.")
+flags.DEFINE_list("stage_lengths", None, "Cells per stage of the stage supernet, e.g. 6,6,6 (default: the "
+                  "--genotype file's stage_lengths, else 6,6,6).")
+flags.DEFINE_integer("window", 3, "Sliding window m of stage-cell sources.", lower_bound=1)
+flags.DEFINE_integer("min_cells", 4, "Shortest candidate stage length of the distribution supernet.", lower_bound=2)
+flags.DEFINE_integer("max_cells", 8, "Cells per stage of the distribution supernet (N_max; L = 3·N_max + 2).",
+                     lower_bound=2)
+STAGE_FLAGS = ("stage", "stage_lengths", "window", "min_cells", "max_cells")
 flags.DEFINE_integer("init_channels", None, "C. Defaults: supernet 16; chain network 36 (cifar) / 48 (imagenet); "
                      "stage network 36 (cifar) / 39 (imagenet).", lower_bound=1)
 flags.DEFINE_integer("layers", None, "L, cells of a chain network or supernet. Defaults: supernet 8; chain network 20 "
-                     "(cifar) / 14 (imagenet). Stage networks take their cells from the DAGs.", lower_bound=3)
+                     "(cifar) / 14 (imagenet). Stage networks take their cells from the DAGs, stage supernets from "
+                     "--stage_lengths / --max_cells (--layers, if given, must agree).", lower_bound=3)
 flags.DEFINE_integer("num_classes", None, "Classes. Defaults: 10 (cifar layout, supernet), 1000 (imagenet).",
                      lower_bound=2)
 flags.DEFINE_integer("image_size", None, "Input height and width. Defaults: 32 (cifar, supernet), 224 (imagenet).",
                      lower_bound=8)
 flags.DEFINE_boolean("pool_bn", True, "BN after pooling ops (the H-DAS reference; false = the DARTS evaluation "
-                     "network). Adds no trainable parameters.")
+                     "network). Affine (γ, β per channel) in evaluation networks and in the fixed cells of stage "
+                     "supernets; non-affine in mixed ops.")
 flags.DEFINE_boolean("dot", False, "Print the genotype's cells and stage DAGs as DOT text (with --json: a 'dot' "
                      "entry).")
 flags.DEFINE_boolean("json", False, "Print one JSON object.")
@@ -68,22 +87,40 @@ NETWORK_DEFAULTS = {("chain", "cifar"): (36, 20), ("chain", "imagenet"): (48, 14
 LAYOUT_DEFAULTS = {"cifar": dict(num_classes=10, image_size=32), "imagenet": dict(num_classes=1000, image_size=224)}
 
 
-def supernet_report(cells: str, init_channels: int, layers: int, num_classes: int, image_size: int = 32,
-                    stacnas: str = "off", clusters: str | None = None, edge_clusters: str | None = None) -> dict:
-    """Weight parameters and architecture scalars of a cell supernet, built from shapes (no forward pass);
-    the search space is the one ``hdas_tf.search`` builds for the same flags (``search_job.search_space``)."""
+def _built_supernet(cfg, num_classes: int, image_size: int):
+    """(space, supernet) exactly as ``hdas_tf.search`` makes them for ``cfg`` (``search.job.search_space``,
+    ``search.job.make_supernet``), built from shapes (no forward pass)."""
+    from hdas_tf.search.job import make_supernet, search_space
+
+    space = search_space(cfg, num_classes)
+    net = make_supernet(cfg, space)
+    net.build((None, image_size, image_size, 3))
+    return space, net
+
+
+def _sizes(space, net, log10_size) -> dict:
+    """Weights, architecture scalars (the shapes the search model gives its α/β variables) and space size."""
     import numpy as np
 
+    return {
+        "params": int(sum(int(np.prod(v.shape)) for v in net.trainable_weights)),
+        "arch_params": space.num_arch_params(),
+        "arch_shapes": {k: list(v) for k, v in space.arch_shapes().items()},
+        "log10_space_size": round(log10_size(space), 3),
+    }
+
+
+def supernet_report(cells: str, init_channels: int, layers: int, num_classes: int, image_size: int = 32,
+                    stacnas: str = "off", clusters: str | None = None, edge_clusters: str | None = None,
+                    pool_bn: bool = True) -> dict:
+    """Weight parameters and architecture scalars of a cell supernet, built from shapes (no forward pass);
+    the supernet is the one ``hdas_tf.search`` builds for the same flags."""
     from hdas_tf.search.config import SearchConfig
-    from hdas_tf.nn.supernets import ChainSupernet
-    from hdas_tf.search.job import search_space
     from hdas_tf.space.search_space import log10_space_size
 
     cfg = SearchConfig(search="cell", cells=cells, layers=layers, init_channels=init_channels, stacnas=stacnas,
-                       clusters=clusters, edge_clusters=edge_clusters)
-    space = search_space(cfg, num_classes)
-    net = ChainSupernet(space)
-    net.build((None, image_size, image_size, 3))
+                       clusters=clusters, edge_clusters=edge_clusters, pool_bn=pool_bn)
+    space, net = _built_supernet(cfg, num_classes, image_size)
     return {
         "supernet": "cell",
         "cells": cells,
@@ -92,11 +129,51 @@ def supernet_report(cells: str, init_channels: int, layers: int, num_classes: in
         "init_channels": init_channels,
         "layers": layers,
         "num_classes": num_classes,
-        "params": int(sum(int(np.prod(v.shape)) for v in net.trainable_weights)),
-        "arch_params": space.num_arch_params(),
-        "arch_shapes": {k: list(v) for k, v in space.arch_shapes().items()},
-        "log10_space_size": round(log10_space_size(space), 3),
+        **_sizes(space, net, log10_space_size),
     }
+
+
+def stage_supernet_report(search: str, genotype: str, stage: str = "stage_specific", init_channels: int = 16,
+                          stage_lengths=None, window: int = 3, min_cells: int = 4, max_cells: int = 8,
+                          num_classes: int = 10, image_size: int = 32, pool_bn: bool = True,
+                          layers: int | None = None) -> dict:
+    """Weight parameters and architecture scalars (α per stage edge and stage op, β per candidate length) of
+    the H^s-DAS stage-DAG (``search="stage"``) or cell-distribution (``"distribution"``) supernet on the cells
+    of ``genotype``, exactly as ``hdas_tf.search --search=...`` builds it for the same flags.
+
+    ``layers``, when given, must equal the cells the supernet has (3 stages + 2 reduction cells): the search
+    takes them from the stage lengths (``max_cells`` for a distribution search), not from ``layers``.
+    """
+    from hdas_tf.search.config import SearchConfig
+    from hdas_tf.space.search_space import log10_stage_level_size
+
+    cfg = SearchConfig(search=search, genotype=genotype, stage=stage, init_channels=init_channels,
+                       stage_lengths=None if stage_lengths is None else tuple(stage_lengths), window=window,
+                       min_cells=min_cells, max_cells=max_cells, pool_bn=pool_bn)
+    space, net = _built_supernet(cfg, num_classes, image_size)
+    lengths = [stage_layer.n_cells for stage_layer in net.stages]
+    cells = sum(lengths) + len(net.reductions)
+    if layers is not None and layers != cells:
+        source = f"--max_cells={max_cells}" if search == "distribution" else "--stage_lengths (or the genotype's)"
+        raise ValueError(f"--layers={layers} does not match the {search} supernet: {'+'.join(map(str, lengths))} "
+                         f"stage cells + {len(net.reductions)} reduction cells = {cells}; its cells come from "
+                         f"{source}, not from --layers: drop --layers or set it to {cells}")
+    report = {
+        "supernet": search,
+        "genotype": net.cell_genotype.name,
+        "stage": stage,
+        "init_channels": init_channels,
+        "stage_lengths": lengths,
+        "window": window,
+        "layers": cells,
+        "num_classes": num_classes,
+        "pool_bn": bool(pool_bn),
+        "stage_ops": list(space.stage_ops),
+        **_sizes(space, net, log10_stage_level_size),  # the stage level only: the cells are fixed
+    }
+    if search == "distribution":
+        report.update(min_cells=min_cells, max_cells=max_cells, candidate_lengths=list(space.candidate_lengths))
+    return report
 
 
 def network_report(genotype, stage_genotype=None, layout: str = "cifar", init_channels: int | None = None,
@@ -150,12 +227,56 @@ def dot_texts(genotype, stage_genotype=None) -> dict:
     return genotype_dot(combine_genotypes(genotype, stage_genotype))
 
 
+def _given(name: str) -> bool:
+    """Whether a flag was set (on the command line, or to a value other than its default)."""
+    flag = FLAGS[name]
+    return bool(flag.present) or flag.value != flag.default
+
+
+def _check_stage_flags(mode: str) -> None:
+    """The stage-level flags describe a stage or distribution supernet only: refuse them elsewhere, and check
+    --stage_lengths is three positive integers."""
+    if mode != "stage_supernet":
+        given = [f"--{name}" for name in STAGE_FLAGS if _given(name)]
+        if given:
+            raise app.UsageError(f"{', '.join(given)} describe a stage or distribution supernet: add "
+                                 "--supernet=stage or --supernet=distribution (with --genotype, the fixed cells)")
+        return
+    if FLAGS.supernet == "stage" and (_given("min_cells") or _given("max_cells")):
+        raise app.UsageError("--min_cells and --max_cells set the candidate stage lengths of the distribution "
+                             "supernet: use --supernet=distribution, or --stage_lengths for the stage supernet")
+    lengths = FLAGS.stage_lengths
+    if lengths is not None:
+        if FLAGS.supernet == "distribution":
+            raise app.UsageError("--stage_lengths sets the stage supernet's cells; the distribution supernet has "
+                                 "--max_cells per stage: use --supernet=stage, or --max_cells")
+        if len(lengths) != 3 or not all(n.strip().isdigit() and int(n) >= 1 for n in lengths):
+            raise app.UsageError(f"--stage_lengths must be three positive integers, e.g. 6,6,6; received "
+                                 f"{','.join(lengths)!r}")
+
+
 def _mode() -> str:
-    """'supernet' or 'network' from the flags; raises UsageError on contradictory flags (before heavy imports)."""
+    """'supernet' (cell), 'stage_supernet' or 'network' from the flags; raises UsageError on contradictory flags
+    (before heavy imports)."""
     genotype_given = FLAGS.genotype is not None
     if FLAGS.stage_genotype is not None and not genotype_given:
         raise app.UsageError("--stage_genotype needs --genotype (the cells to put in the stage DAGs)")
-    if FLAGS.supernet == "cell":
+    stacnas_given = FLAGS.stacnas != "off" or FLAGS.clusters or FLAGS.edge_clusters
+    if FLAGS.supernet in ("stage", "distribution"):
+        name = f"--supernet={FLAGS.supernet}"
+        if not genotype_given:
+            raise app.UsageError(f"{name} needs --genotype, the supernet's fixed cells (a registry name such as "
+                                 "DARTS_V2, or a cell search's genotype.json)")
+        if FLAGS.stage_genotype is not None:
+            raise app.UsageError(f"{name} searches the stage DAGs, so it takes no --stage_genotype")
+        if stacnas_given:
+            raise app.UsageError(f"--stacnas, --clusters and --edge_clusters describe a cell supernet, not {name}")
+        if FLAGS.layout != "cifar":
+            raise app.UsageError("the stage supernets have the CIFAR layout only; drop --layout")
+        if FLAGS.dot:
+            raise app.UsageError(f"--dot draws a genotype's evaluation network; drop it with {name}")
+        mode = "stage_supernet"
+    elif FLAGS.supernet == "cell":
         if genotype_given:
             raise app.UsageError("--supernet=cell reports a search supernet, which takes no --genotype; drop "
                                  "--supernet to inspect the genotype's evaluation network")
@@ -163,17 +284,18 @@ def _mode() -> str:
             raise app.UsageError("the cell supernet has the CIFAR layout only; drop --layout")
         if FLAGS.dot:
             raise app.UsageError("--dot draws a genotype: pass --genotype")
-        return "supernet"
-    if genotype_given and (FLAGS.stacnas != "off" or FLAGS.clusters or FLAGS.edge_clusters):
-        raise app.UsageError("--stacnas, --clusters and --edge_clusters describe a search supernet, which takes "
-                             "no --genotype")
-    if FLAGS.supernet == "none" and not genotype_given:
-        raise app.UsageError("--supernet=none reports the evaluation network of --genotype; pass --genotype")
-    if not genotype_given:
-        if FLAGS.dot:
+        mode = "supernet"
+    else:
+        if genotype_given and stacnas_given:
+            raise app.UsageError("--stacnas, --clusters and --edge_clusters describe a search supernet, which takes "
+                                 "no --genotype")
+        if FLAGS.supernet == "none" and not genotype_given:
+            raise app.UsageError("--supernet=none reports the evaluation network of --genotype; pass --genotype")
+        if not genotype_given and FLAGS.dot:
             raise app.UsageError("--dot draws a genotype: pass --genotype")
-        return "supernet"
-    return "network"
+        mode = "network" if genotype_given else "supernet"
+    _check_stage_flags(mode)
+    return mode
 
 
 def _print_report(report: dict) -> None:
@@ -217,7 +339,13 @@ def main(argv):
         if mode == "supernet":
             report = supernet_report(FLAGS.cells, FLAGS.init_channels or 16, FLAGS.layers or 8,
                                      FLAGS.num_classes or 10, FLAGS.image_size or 32, FLAGS.stacnas, FLAGS.clusters,
-                                     FLAGS.edge_clusters)
+                                     FLAGS.edge_clusters, FLAGS.pool_bn)
+        elif mode == "stage_supernet":
+            lengths = None if FLAGS.stage_lengths is None else [int(n) for n in FLAGS.stage_lengths]
+            report = stage_supernet_report(FLAGS.supernet, FLAGS.genotype, FLAGS.stage, FLAGS.init_channels or 16,
+                                           lengths, FLAGS.window, FLAGS.min_cells, FLAGS.max_cells,
+                                           FLAGS.num_classes or 10, FLAGS.image_size or 32, FLAGS.pool_bn,
+                                           FLAGS.layers)
         else:
             if FLAGS.dot and not FLAGS.json:
                 for text in dot_texts(FLAGS.genotype, FLAGS.stage_genotype).values():

@@ -308,7 +308,7 @@ class FixedCell(keras.layers.Layer):
       concat: list of int. States concatenated into the output. Defaults to every node.
       reduction: bool. Stride 2 on edges leaving s0/s1.
       reduction_prev: bool. FactorizedReduce on s0.
-      affine: bool. Affine BN (evaluation networks) or not. Defaults to True.
+      affine: bool. Affine BN (evaluation networks), the pooling BN included, or not. Defaults to True.
       pool_bn: bool. BN after pooling (the H-DAS reference) or not (original DARTS evaluation network).
       drop_path: bool. Whether ``call`` applies drop path to every non-identity op in training.
       running_stats: bool. Keep BN running statistics for inference. False in supernets, which only ever run on

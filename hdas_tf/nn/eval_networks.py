@@ -9,7 +9,8 @@ auxiliary loss (DARTS: 0.4) — the head is not run at all at inference, and exp
 
 Drop path: the model owns a non-trainable scalar variable ``drop_path_rate`` that the trainer sets each
 epoch (``drop_path_rate_at``: linear ramp, DARTS); a variable rather than a Python attribute so that
-changing it never retraces the compiled step. Cells apply it to every non-identity op in training only.
+changing it never retraces the compiled step. It applies to every non-identity op of the cells and, in stage
+networks, of the stage edges (the pooling edges, as the H-DAS reference), in training only.
 """
 
 from __future__ import annotations
@@ -264,10 +265,10 @@ class ChainNetwork(_EvalNetwork):
       layers: int. L, cells in the chain (>= 3). Defaults to 20.
       layout: str. "cifar" or "imagenet". Defaults to "cifar".
       auxiliary: bool. Build the auxiliary head. Defaults to True.
-      pool_bn: bool. BN after pooling ops (the H-DAS reference; False is the original DARTS evaluation
-        network). Defaults to True.
-      drop_path: bool. Build drop path on every non-identity op; its rate is ``drop_path_rate``.
-        Defaults to True.
+      pool_bn: bool. Affine BN after pooling ops, like every BN of an evaluation network (the H-DAS reference;
+        False is the original DARTS evaluation network). Defaults to True.
+      drop_path: bool. Build drop path on every non-identity op (in a stage network also on the pooling stage
+        edges); its rate is ``drop_path_rate``. Defaults to True.
       input_shape: optional (H, W, channels). When given, the network is built at construction.
 
     ``call(images, training=None)``: logits [batch, num_classes]; with ``training`` and the auxiliary head,

@@ -481,7 +481,9 @@ def make_op(name: str, channels: int, stride: int = 1, affine: bool = True, pool
     """Builds op ``name`` (``op_registry.op_spec``) for ``channels`` in and out. Unknown names raise with the
     known ones.
 
-    Pooling BN is never affine (as the reference); ``relu=False`` builds the conv ops for an input that
+    ``affine`` holds for every BN of the op, the pooling BN included (``pool_bn``): affine in evaluation networks
+    and the fixed cells of stage supernets, as the H-DAS reference (BUILD_NOTES "BatchNorm conventions"); the
+    mixed ops of search networks build theirs non-affine. ``relu=False`` builds the conv ops for an input that
     is already rectified.
     """
     _check_stride(name, stride)
@@ -490,7 +492,7 @@ def make_op(name: str, channels: int, stride: int = 1, affine: bool = True, pool
     if spec.kind == "none":
         return Zero(stride, **kw)
     if spec.kind == "pool":
-        return Pool(spec.pool, stride, bn=pool_bn, affine=False, running_stats=running_stats, **kw)
+        return Pool(spec.pool, stride, bn=pool_bn, affine=affine, running_stats=running_stats, **kw)
     if spec.kind == "skip":
         if stride == 1:
             return Identity(**kw)

@@ -135,7 +135,8 @@ class SearchStage(keras.layers.Layer):
     state's max_pool+BN, avg_pool+BN and identity are computed once and reused by every edge leaving it;
     'none' contributes zeros and is never built. The projections and pooling BNs are non-affine and use
     batch statistics (everything searched is non-affine); the cells are fixed discrete cells built as in
-    evaluation networks (affine BN, no drop path) but without running statistics, which a supernet never reads.
+    evaluation networks (affine BN, their pooling BN included, as the H-DAS reference; no drop path) but without
+    running statistics, which a supernet never reads.
 
     Output: concat(cell n-2, cell n-1) of the last two cells; in the cell-distribution variant
     (``max_cells`` given, ``n_cells == max_cells``), Σ_n b_n·concat(cell n-2, cell n-1) over the candidate
@@ -302,16 +303,17 @@ class FixedStage(keras.layers.Layer):
     Cell j's input = Σ over its genotype edges (op, src) of op(state_src), with the stage ops max/avg
     pooling (+ BN per ``pool_bn``) and identity; the cell is called with it as both s0 and s1. Cells with
     no path to the concat states (``derive.dead_cells``) are not built, and neither is a projection that
-    no live cell and no concat index reads. Drop path, when on, acts inside the cells (on every non-identity
-    cell op, as ``FixedCell``); the stage edges themselves (pooling / identity) are never dropped.
+    no live cell and no concat index reads. Drop path, when on, acts on every non-identity op inside the cells
+    (as ``FixedCell``) and on every non-identity stage edge (the pooling edges), as the H-DAS reference does,
+    with the same rate; identity edges are never dropped.
 
     Args:
       stage: dict {"cells": [[[op, src], ...], ...], "concat": [a, b]} or StageGenotype.
       cell: dict {"nodes": [...], "concat": [...]} or CellGenotype. The stage's normal cell.
       channels: int. C_s; states are C_s·|cell concat| wide (see the module docstring).
       pool_bn: bool. BN after pooling, on stage edges and in cells. Defaults to True.
-      drop_path: bool. Drop path inside the cells. Defaults to False.
-      affine: bool. Affine BN in projections and cells. Defaults to True.
+      drop_path: bool. Drop path on the non-identity ops of the cells and of the stage edges. Defaults to False.
+      affine: bool. Affine BN in projections, pooling edges and cells. Defaults to True.
 
     ``call(x, drop_rate=None, training=None)``; output width ``output_channels`` = 2·C_s·|cell concat|.
     """
@@ -331,14 +333,17 @@ class FixedStage(keras.layers.Layer):
         self._projected = [i for i in (0, 1) if i in read]
         self.projections = [ops.ReLUConvBN(self.state_channels, 1, 1, affine=self.affine, name=f"projection_{i}")
                             for i in self._projected]
-        self.stage_cells, self.edge_ops = [], []
+        self.stage_cells, self.edge_ops, self.edge_drops = [], [], []
         for j in self.live_cells:
             self.stage_cells.append(FixedCell(self.channels, self.cell["nodes"], self.cell["concat"], reduction=False,
                                               reduction_prev=False, affine=self.affine, pool_bn=self.pool_bn,
                                               drop_path=self.use_drop_path, name=f"cell_{j}"))
             for e, (op, _) in enumerate(self.stage["cells"][j]):
-                self.edge_ops.append(ops.make_op(op, self.state_channels, 1, affine=self.affine,
-                                                 pool_bn=self.pool_bn, op_name=f"edge_{j}_{e}"))
+                layer = ops.make_op(op, self.state_channels, 1, affine=self.affine, pool_bn=self.pool_bn,
+                                    op_name=f"edge_{j}_{e}")
+                self.edge_ops.append(layer)
+                needs_drop = self.use_drop_path and not isinstance(layer, ops.Identity)
+                self.edge_drops.append(ops.DropPath(name=f"drop_edge_{j}_{e}") if needs_drop else None)
 
     @property
     def state_channels(self) -> int:
@@ -367,18 +372,30 @@ class FixedStage(keras.layers.Layer):
     def compute_output_shape(self, x_shape, drop_rate_shape=None):
         return (*tuple(x_shape)[:3], self.output_channels)
 
+    def edge_outputs(self, j, states, drop_rate=None, training=None) -> list:
+        """The outputs of live cell j's stage edges, in genotype order (their sum is the cell's input), read
+        from ``states`` (state index → tensor); drop path on the non-identity edges when a rate is given in
+        training."""
+        k = sum(len(self.stage["cells"][i]) for i in self.live_cells[:self.live_cells.index(j)])
+        outs = []
+        for _, src in self.stage["cells"][j]:
+            layer, drop = self.edge_ops[k], self.edge_drops[k]
+            h = layer(states[src]) if isinstance(layer, ops.Identity) else layer(states[src], training=training)
+            if drop is not None and drop_rate is not None:
+                h = drop(h, drop_rate, training=training)
+            outs.append(h)
+            k += 1
+        return outs
+
     def call(self, x, drop_rate=None, training=None):
         states = {}
         for i, projection in zip(self._projected, self.projections):
             states[i] = projection(x, training=training)
-        k = 0
         for j, cell in zip(self.live_cells, self.stage_cells):
-            total = None
-            for _, src in self.stage["cells"][j]:
-                layer = self.edge_ops[k]
-                h = layer(states[src]) if isinstance(layer, ops.Identity) else layer(states[src], training=training)
-                total = h if total is None else total + h
-                k += 1
+            outs = self.edge_outputs(j, states, drop_rate, training=training)
+            total = outs[0]
+            for h in outs[1:]:
+                total = total + h
             states[j + 2] = cell(total, total, drop_rate=drop_rate, training=training)
         a, b = self.stage["concat"]
         return tf.concat([states[a], states[b]], axis=-1)

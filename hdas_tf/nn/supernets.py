@@ -114,8 +114,9 @@ class StageSupernet(keras.layers.Layer):
 
     Each stage is a ``SearchStage`` whose fixed cells come from ``cell_genotype`` (normal{s+1}); the two
     reduction cells (reduce1, reduce2) are chain links, not DAG nodes, and read the previous stage's output
-    as both inputs (so no FactorizedReduce preprocessing). Cells and the stem are affine (fixed cells trained
-    from scratch), the cells without running statistics (a supernet only runs on batches in training mode);
+    as both inputs (so no FactorizedReduce preprocessing). Cells (their pooling BN included) and the stem are
+    affine (fixed cells trained from scratch, built as the reference's evaluation cells), the cells without running
+    statistics (a supernet only runs on batches in training mode);
     the stage projections and mixed stage edges are non-affine.
 
     Architecture inputs (raw, softmaxed here): ``alpha_stage`` (shared DAG, H^s-DAS*) or ``alpha_stage1..3``

@@ -91,18 +91,31 @@ def derive_cell_genotype(arch: dict, space: SearchSpace, ranking: str = "softmax
     return genotypes.Genotype(cells=cells)
 
 
+def stage_cell_genotype(cfg: SearchConfig) -> genotypes.Genotype:
+    """The fixed cells of a stage or distribution search (``cfg.genotype``); raises ValueError without cells."""
+    cell_genotype = registry.resolve(cfg.genotype)
+    if cell_genotype.cells is None:
+        raise ValueError(f"genotype {cfg.genotype!r} has no cells; a stage search needs a cell genotype "
+                         "(e.g. DARTS_V2, HC_DAS or a cell search's genotype.json)")
+    return cell_genotype
+
+
+def make_supernet(cfg: SearchConfig, space: SearchSpace):
+    """The supernet a config searches over ``space`` (``search_space``): the chain cell supernet, or the stage
+    supernet on the config's fixed cells. ``hdas_tf.inspect`` reports exactly this network."""
+    if cfg.search == "cell":
+        return ChainSupernet(space, pool_bn=cfg.pool_bn)
+    return StageSupernet(space, stage_cell_genotype(cfg), pool_bn=cfg.pool_bn)
+
+
 def build_search(cfg: SearchConfig, strategy, info: data.DataInfo, steps_per_epoch: int):
     """Builds (space, model, derive) inside the strategy scope."""
     space = search_space(cfg, info.num_classes)
     if cfg.search == "cell":
         regularizer = None
         derive = lambda arch: derive_cell_genotype(arch, space, cfg.edge_ranking)  # noqa: E731
-        make_supernet = lambda: ChainSupernet(space, pool_bn=cfg.pool_bn)  # noqa: E731
     else:
-        cell_genotype = registry.resolve(cfg.genotype)
-        if cell_genotype.cells is None:
-            raise ValueError(f"genotype {cfg.genotype!r} has no cells; a stage search needs a cell genotype "
-                             "(e.g. DARTS_V2, HC_DAS or a cell search's genotype.json)")
+        cell_genotype = stage_cell_genotype(cfg)
         theta = None
         if cfg.theta == "flops":
             theta = stage_flops_share(cell_genotype, cfg.init_channels, info.image_shape[0])
@@ -112,9 +125,8 @@ def build_search(cfg: SearchConfig, strategy, info: data.DataInfo, steps_per_epo
             stages, _, lengths = derive_stage_genotype(arch, space, cfg.edge_ranking)
             return cell_genotype.with_stages(genotypes.Genotype(cells=None, stages=tuple(stages), stage_lengths=lengths))
 
-        make_supernet = lambda: StageSupernet(space, cell_genotype, pool_bn=cfg.pool_bn)  # noqa: E731
     with strategy.scope():
-        supernet = make_supernet()
+        supernet = make_supernet(cfg, space)
         model = ArchitectureSearchModel(supernet, space.arch_shapes(), arch_regularizer=regularizer,
                                         unrolled=cfg.unrolled, weight_decay=cfg.weight_decay,
                                         arch_weight_decay=cfg.a_weight_decay, grad_clip=cfg.grad_clip, seed=cfg.seed,

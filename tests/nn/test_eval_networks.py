@@ -88,15 +88,145 @@ def test_darts_v2_imagenet_parameter_count():
     assert count_macs(net) == 529_911_552
 
 
-def test_pool_bn_adds_no_trainable_parameters():
-    # Pooling BN is never affine: only moving statistics, which are not parameters.
+# --- Parameters counted by hand from the shapes (independent of the network code) ---
+# Evaluation networks: every BN affine (γ, β: 2 per channel), no conv bias, 4-node cells with all nodes in the
+# concat (4C out). With --pool_bn the BN after each pooling op is affine too: 2·C more per pooling edge.
+
+
+def op_params_by_hand(op, c, stride, pool_bn):
+    if op.startswith("sep_conv"):  # two blocks: depthwise k·k·C, 1×1 C·C, BN
+        k = int(op[-1])
+        return 2 * (k * k * c + c * c + 2 * c)
+    if op.startswith("dil_conv"):  # one block
+        k = int(op[-1])
+        return k * k * c + c * c + 2 * c
+    if op == "skip_connect":  # identity, or FactorizedReduce at stride 2: two 1×1 C → C/2, BN
+        return 0 if stride == 1 else 2 * c * (c // 2) + 2 * c
+    assert op in ("max_pool_3x3", "avg_pool_3x3"), op
+    return 2 * c if pool_bn else 0
+
+
+def cell_params_by_hand(cell, c, c_pp, c_p, reduction, reduction_prev, pool_bn):
+    pre0 = (2 * c_pp * (c // 2) if reduction_prev else c_pp * c) + 2 * c  # FactorizedReduce or 1×1, BN
+    pre1 = c_p * c + 2 * c
+    edges = sum(op_params_by_hand(op, c, 2 if reduction and src < 2 else 1, pool_bn)
+                for node in cell.nodes for op, src in node)
+    return pre0 + pre1 + edges
+
+
+def chain_params_by_hand(genotype, c, layers, classes, pool_bn):
+    """CIFAR chain network without the aux head: stem 3×3 conv 3 → 3C + BN; cell i reads (C_pp, C_p); C doubles
+    at the reductions L//3 and 2L//3; stage-position cells normal1, reduce1, normal2, reduce2, normal3; GAP →
+    dense with bias."""
+    r1, r2 = layers // 3, 2 * layers // 3
+    total = 3 * 3 * 3 * 3 * c + 2 * 3 * c
+    c_pp = c_p = 3 * c
+    reduction_prev = False
+    for i in range(layers):
+        reduction = i in (r1, r2)
+        if reduction:
+            c *= 2
+        group = ("normal1" if i < r1 else "reduce1" if i == r1 else "normal2" if i < r2 else "reduce2" if i == r2
+                 else "normal3")
+        cell = genotype.cell_for(group)
+        total += cell_params_by_hand(cell, c, c_pp, c_p, reduction, reduction_prev, pool_bn)
+        c_pp, c_p, reduction_prev = c_p, len(cell.concat) * c, reduction
+    return total + c_p * classes + classes
+
+
+def live_stage_cells(dag):
+    """Cells with a path to the stage's concat states (state t >= 2 is cell t − 2)."""
+    live, todo = set(), [t for t in dag.concat if t >= 2]
+    while todo:
+        j = todo.pop() - 2
+        if j not in live:
+            live.add(j)
+            todo += [src for _, src in dag.cells[j] if src >= 2]
+    return sorted(live)
+
+
+def stage_params_by_hand(genotype, c, classes, pool_bn):
+    """CIFAR stage network without the aux head: stem 3×3 conv 3 → 4C + BN; stage s at C_s = 2^s·C with states
+    of width W = 4·C_s: the projections read (1×1 W_in → W + BN), a pooling stage edge 2·W (its BN, with
+    --pool_bn), each live cell reading W as both inputs; reduction cells at 2·C_s read the stage output
+    (2·W) as both inputs; GAP → dense on 32C."""
+    total = 3 * 3 * 3 * 4 * c + 2 * 4 * c
+    w_in = 4 * c
+    for s in range(3):
+        c_s, dag = c * 2 ** s, genotype.stage_for(s)
+        w = 4 * c_s
+        live = live_stage_cells(dag)
+        read = set(dag.concat) | {src for j in live for _, src in dag.cells[j]}
+        total += sum(w_in * w + 2 * w for i in (0, 1) if i in read)
+        for j in live:
+            total += sum(2 * w for op, _ in dag.cells[j] if op.endswith("pool_3x3") and pool_bn)
+            total += cell_params_by_hand(genotype.cell_for(f"normal{s + 1}"), c_s, w, w, False, False, pool_bn)
+        if s < 2:
+            total += cell_params_by_hand(genotype.cell_for(f"reduce{s + 1}"), 2 * c_s, 2 * w, 2 * w, True, False,
+                                         pool_bn)
+            w_in = 4 * 2 * c_s
+    return total + 32 * c * classes + classes
+
+
+def test_darts_v2_published_count_validates_the_hand_count():
+    # The hand count reproduces the published DARTS figure (no pooling BN) before it is trusted below.
+    assert chain_params_by_hand(DARTS_V2, 36, 20, 10, pool_bn=False) == 3_349_342
+
+
+@pytest.mark.parametrize("name, pool_edges", [
+    # DARTS_V2: 5 max-pool edges in each reduction cell, at C = 72 (cell 6) and 144 (cell 13).
+    ("DARTS_V2", 2 * 5 * 72 + 2 * 5 * 144),
+    # HC_DAS: reduce1 has 3 max-pool edges (C = 72), reduce2 has 4 (C = 144); no normal cell pools.
+    ("HC_DAS", 2 * 3 * 72 + 2 * 4 * 144),
+])
+def test_chain_cifar_counts_with_and_without_pool_bn_by_hand(name, pool_edges):
+    genotype = REGISTRY[name]
+    counts = {}
+    for pool_bn in (False, True):
+        net = ChainNetwork(genotype, 10, 36, 20, pool_bn=pool_bn, drop_path=False)
+        net.build((None, 32, 32, 3))
+        counts[pool_bn] = count_params(net)
+        assert counts[pool_bn] == chain_params_by_hand(genotype, 36, 20, 10, pool_bn)
+    # Exactly 2 per channel of every pooling BN.
+    assert counts[True] - counts[False] == pool_edges
+    if name == "DARTS_V2":
+        assert counts[True] == 3_349_342 + 2_160 == 3_351_502
+
+
+def test_darts_v2_imagenet_pool_bn_adds_two_per_pooling_channel():
+    # ImageNet, C = 48, L = 14: reductions at cells 4 (C = 96) and 9 (C = 192), 5 max-pool edges each.
+    counts = []
+    for pool_bn in (False, True):
+        net = ChainNetwork(DARTS_V2, 1000, 48, 14, layout="imagenet", pool_bn=pool_bn, drop_path=False)
+        net.build((None, 224, 224, 3))
+        counts.append(count_params(net))
+    assert counts[1] - counts[0] == 2 * 5 * 96 + 2 * 5 * 192 == 2_880
+
+
+def test_stage_network_cifar_counts_with_and_without_pool_bn_by_hand():
+    genotype = DARTS_V2.with_stages(REGISTRY["HS_DAS_CIFAR"])
+    counts = {}
+    for pool_bn in (False, True):
+        net = StageNetwork(genotype, 10, 36, pool_bn=pool_bn, drop_path=False)
+        net.build((None, 32, 32, 3))
+        counts[pool_bn] = count_params(net)
+        assert counts[pool_bn] == stage_params_by_hand(genotype, 36, 10, pool_bn)
+    # Every cell of HS_DAS_CIFAR is live. Pooling stage edges: 4 in stage 1 (W = 144), 5 in stage 2 (W = 288),
+    # 4 in stage 3 (W = 576); DARTS_V2 normal cells have none; each reduction cell 5 (C = 72, 144).
+    stage_edges = 2 * 4 * 144 + 2 * 5 * 288 + 2 * 4 * 576
+    reductions = 2 * 5 * 72 + 2 * 5 * 144
+    assert counts[True] - counts[False] == stage_edges + reductions == 10_800
+
+
+def test_pool_bn_false_builds_no_pooling_bn():
     counts = []
     for pool_bn in (False, True):
         net = ChainNetwork(DARTS_V2, 10, 8, 3, pool_bn=pool_bn, auxiliary=False, drop_path=False)
         net.build((None, 32, 32, 3))
         counts.append((count_params(net), len(net.non_trainable_weights)))
-    assert counts[0][0] == counts[1][0]
-    assert counts[1][1] > counts[0][1]
+    # L = 3: cells 1 (C = 16) and 2 (C = 32) reduce, 5 max-pool edges each: γ, β and the two moving statistics.
+    assert counts[1][0] - counts[0][0] == 2 * 5 * 16 + 2 * 5 * 32
+    assert counts[1][1] - counts[0][1] == 2 * 5 * 2
 
 
 # === auxiliary head, drop path ===
@@ -269,9 +399,10 @@ def test_stage_network_dead_cells_not_built():
         assert len(stage_cells(live.stages[s])) == 3
         assert len(stage_cells(dead.stages[s])) == 2
         assert dead.stages[s].dead_cells == [1]
-    # Exactly one cell's parameters fewer per stage (the replaced edges are parameter-free).
+    # Per stage: one cell's parameters fewer, and the affine BN of its avg-pool stage edge (2·W, W = 4·C_s = 16,
+    # 32, 64); the third cell's max-pool edge is built in both.
     one_cell = sum(count_params_of(stage_cells(live.stages[s])[1]) for s in range(3))
-    assert count_params(live) - count_params(dead) == one_cell
+    assert count_params(live) - count_params(dead) == one_cell + 2 * (16 + 32 + 64)
     assert dead(images(1)).shape == (1, 10)
 
 

@@ -99,7 +99,14 @@ def test_op_output_shapes(name, stride, size):
 def test_stage_ops_are_cell_ops():
     assert set(STAGE_OPS) <= set(CELL_OPS)
     assert CELL_OPS[-1] == "none"
-    assert all(n_params(ops.make_op(name, 4, 1)) == 0 for name in STAGE_OPS)
+    # No stage op has kernels: a search stage edge (non-affine) has no parameters; in an evaluation network a
+    # pooling edge's BN is affine, γ and β: 2 per channel.
+    for name in STAGE_OPS:
+        for affine in (False, True):
+            op = ops.make_op(name, 4, 1, affine=affine)
+            op.build((1, 8, 8, 4))
+            pooling = name in ("max_pool_3x3", "avg_pool_3x3")
+            assert n_params(op) == (2 * 4 if affine and pooling else 0), (name, affine)
 
 
 def test_none_is_zeros_of_strided_shape():
@@ -432,15 +439,36 @@ def test_param_counts_affine_add_gamma_beta(name, bns):
     assert len(op.non_trainable_weights) == 2 * bns  # moving mean/variance per BN
 
 
-def test_convs_have_no_bias_and_pool_bn_is_never_affine():
+def test_convs_have_no_bias_and_pool_bn_follows_affine():
     for name in ("sep_conv_3x3", "dil_conv_3x3", "skip_connect"):
         op = ops.make_op(name, 4, 2, affine=True)
         op(tf.zeros((1, 8, 8, 4)), training=True)
         assert not any("bias" in w.name for w in op.weights)
-    pool = ops.make_op("max_pool_3x3", 4, 1, affine=True)
-    pool(tf.zeros((1, 8, 8, 4)), training=True)
-    assert pool.trainable_weights == []
+    # Evaluation networks (affine): the pooling BN learns γ and β like every other BN (the H-DAS reference);
+    # search networks (non-affine): none.
+    for stride in (1, 2):
+        pool = ops.make_op("max_pool_3x3", 4, stride, affine=True)
+        pool(tf.zeros((1, 8, 8, 4)), training=True)
+        assert sorted(w.name for w in pool.trainable_weights) == ["beta", "gamma"]
+        assert all(tuple(w.shape) == (4,) for w in pool.trainable_weights)
+        plain = ops.make_op("avg_pool_3x3", 4, stride, affine=False, running_stats=False)
+        plain(tf.zeros((1, 8, 8, 4)), training=True)
+        assert plain.weights == []
     assert ops.make_op("avg_pool_3x3", 4, 1, pool_bn=False).bn is None
+
+
+def test_affine_pool_bn_scales_and_shifts_the_normalised_pool():
+    # y = γ·(pool(x) − μ)/√(σ² + ε) + β with batch statistics per channel (training mode).
+    x = rand(3, 6, 6, 2)
+    op = ops.make_op("avg_pool_3x3", 2, 1, affine=True)
+    op.build(x.shape)
+    op.bn.gamma.assign([2.0, -0.5])
+    op.bn.beta.assign([0.25, 1.0])
+    y = op(tf.constant(x), training=True).numpy()
+    pooled = ops.Pool("avg", 1, bn=False)(tf.constant(x)).numpy().astype(np.float64)
+    mean, var = pooled.mean(axis=(0, 1, 2)), pooled.var(axis=(0, 1, 2))
+    expected = np.array([2.0, -0.5]) * (pooled - mean) / np.sqrt(var + 1e-5) + np.array([0.25, 1.0])
+    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_drop_path():

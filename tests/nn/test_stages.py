@@ -288,6 +288,59 @@ def test_fixed_stage_published_dag():
         FixedStage({"cells": [[[SKIP, 3]]], "concat": [1, 2]}, TINY_NORMAL, channels=2)
 
 
+def test_fixed_stage_drop_path_on_pooling_edges_only():
+    # Cell 0 reads a max-pool edge (state 0) and an identity edge (state 1); cell 1 an avg-pool edge.
+    dag = {"cells": [[[MAX, 0], [SKIP, 1]], [[AVG, 2], [SKIP, 0]]], "concat": [2, 3]}
+    stage = FixedStage(dag, TINY_NORMAL, channels=2, drop_path=True)
+    assert [d is not None for d in stage.edge_drops] == [True, False, True, False]
+    assert all(d is None for d in FixedStage(dag, TINY_NORMAL, channels=2).edge_drops)
+    n = 400
+    stage.build((n, 4, 4, 3))
+    rng = np.random.default_rng(0)
+    states = {i: tf.constant(rng.normal(size=(n, 4, 4, 4)), tf.float32) for i in (0, 1)}
+    pooled = stage.edge_ops[0](states[0], training=True).numpy()  # max pool + BN (batch statistics), undropped
+    rate = 0.3
+    pool_out, skip_out = [t.numpy() for t in stage.edge_outputs(0, states, tf.constant(rate), training=True)]
+    # Per example: exactly 0, or the pooled map scaled by 1/keep (keep = 1 − rate, in float32 as the op).
+    scale = np.float32(1) / (np.float32(1) - np.float32(rate))
+    dropped = (pool_out == 0).all(axis=(1, 2, 3))
+    kept = (pool_out == pooled * scale).all(axis=(1, 2, 3))
+    assert np.all(dropped ^ kept)
+    assert abs(dropped.mean() - rate) < 0.08
+    np.testing.assert_array_equal(skip_out, states[1].numpy())  # identity edges are never dropped
+    # Rate 0 in training, and any rate at inference: no effect.
+    np.testing.assert_array_equal(stage.edge_outputs(0, states, tf.constant(0.0), training=True)[0].numpy(), pooled)
+    inference = stage.edge_ops[0](states[0], training=False).numpy()
+    np.testing.assert_array_equal(stage.edge_outputs(0, states, tf.constant(0.9), training=False)[0].numpy(),
+                                  inference)
+    x = _images((2, 4, 4, 3))
+    np.testing.assert_array_equal(stage(x, tf.constant(0.9), training=False).numpy(),
+                                  stage(x, None, training=False).numpy())
+
+
+def test_stage_network_drops_its_pooling_stage_edges_at_the_network_rate():
+    from hdas_tf.nn.eval_networks import StageNetwork
+
+    # Identity-only normal cells: in stage 1 only the stage edges can be dropped.
+    cells = {"normal": [[[SKIP, 0], [SKIP, 1]]], "reduce": [[[MAX, 0], [MAX, 1]]]}
+    dag = {"cells": [[[MAX, 0], [SKIP, 1]], [[AVG, 2], [SKIP, 1]]], "concat": [2, 3]}
+    genotype = Genotype.from_dict({"name": "g", "cells": {k: {"nodes": v, "concat": [2]} for k, v in cells.items()},
+                                   "stages": [dag] * 3})
+    net = StageNetwork(genotype, 10, 2, auxiliary=False, input_shape=(8, 8, 3))
+    assert all(d is None for cell in net.stages[0].stage_cells for d in cell.drops)
+    x = _images((64, 8, 8, 3))
+
+    def stage_1(rate):
+        net.drop_path_rate.assign(rate)
+        return net.stages[0](net.stem[0](x, training=True), net._drop_rate(True), training=True).numpy()
+
+    clean = stage_1(0.0)
+    np.testing.assert_array_equal(stage_1(0.0), clean)
+    assert not np.array_equal(stage_1(0.5), clean)
+    no_drop = StageNetwork(genotype, 10, 2, auxiliary=False, drop_path=False, input_shape=(8, 8, 3))
+    assert all(d is None for stage in no_drop.stages for d in stage.edge_drops)
+
+
 # === genotype derivation ===
 
 
