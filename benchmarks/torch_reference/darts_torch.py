@@ -1,11 +1,11 @@
 """Host calibration for the issue-7 speed goals: the networks of the PyTorch reference configurations re-written in
-plain PyTorch from hdas_tf's DESIGN §3-5 (not from any published repository), so that hdas_tf and PyTorch can be
+plain PyTorch from the conventions of hdas_tf's BUILD_NOTES (not from any published repository), so that hdas_tf and PyTorch can be
 timed on the same host. The goals' reference figures are fixed numbers from one unnamed host, and the hosts
 this project runs on differ by up to 3×.
 
-- ``--config=train``: the DARTS_V2 evaluation network (C=36, L=20, auxiliary head at 0.4, drop path 0.2, pool
-  BN without affine), SGD (momentum 0.9, coupled weight decay 3e-4, clip 5) — the benchmark's ``train`` row.
-  Parameters: 3,349,342 (3,825,768 with the auxiliary head), as ``hdas_tf.inspect`` counts.
+- ``--config=train``: the DARTS_V2 evaluation network (C=36, L=20, auxiliary head at 0.4, drop path 0.2, affine
+  BN after pooling as every evaluation-network BN), SGD (momentum 0.9, coupled weight decay 3e-4, clip 5) — the benchmark's ``train`` row.
+  Parameters: 3,351,502 (3,827,928 with the auxiliary head), as ``hdas_tf.inspect`` counts.
 - ``--config=cell_search``: the DARTS cell-search supernet (C=16, L=8, 8 ops per edge, 'none' computed as
   zeros, non-affine BN), a search step: Adam on α (lr 3e-4, β 0.5/0.999, wd 1e-3) on a validation batch,
   then the weight step on a training batch of the same size. Weight parameters: 1,930,618, as hdas_tf's
@@ -15,21 +15,21 @@ this project runs on differ by up to 3×.
   learning rate). The virtual weights are used through ``torch.func.functional_call`` instead of a copied
   network, which, if anything, makes this faster than code that builds a copy every step.
   ``--cells=stage_specific``: the H^c-DAS cell supernet, the same cells with 5 α groups (normal1, reduce1,
-  normal2, reduce2, normal3; DESIGN §4).
+  normal2, reduce2, normal3).
 
-- ``--config=stage_search``: the H^s-DAS stage supernet (DESIGN §4 "Stage network"): DARTS_V2 cells (affine),
+- ``--config=stage_search``: the H^s-DAS stage supernet: DARTS_V2 cells (affine, their pooling BN too),
   C=16, stages of 6-6-6, window 3, stem 4C; states 0 and 1 of a stage are non-affine 1×1 ReLUConvBN
   projections of its input to 4·C_s; cell j reads the sum of mixed stage edges (max/avg pool + non-affine BN,
   skip, 'none' as zeros) from the last min(3, j+2) states as both its inputs; stage output = concat of the
   last two cells; the reduction cells read the stage output as both inputs. First-order search step as
   for ``cell_search`` (no depth or complexity loss: they are a few scalar ops), or second order with
-  ``--order=2`` as for ``cell_search``. Weight parameters: 917,226, as hdas_tf's ``StageSupernet``; α [17, 4]
+  ``--order=2`` as for ``cell_search``. Weight parameters: 918,186, as hdas_tf's ``StageSupernet``; α [17, 4]
   per stage.
-- ``--config=distribution_search``: the cell-distribution supernet (DESIGN §4 "Cell-distribution search"):
+- ``--config=distribution_search``: the cell-distribution supernet:
   the stage supernet with ``--max_cells`` cells per stage (default 6, L=20) whose stage output is
   Σ_n softmax(β)_n · concat(cell n−2, cell n−1) over n ∈ [``--min_cells``, ``--max_cells``]; β is searched
-  with α. The depth and complexity losses are left out as above. Weight parameters: 917,226 (6 cells) and
-  1,149,514 (8 cells, L=26), as hdas_tf's; β has n_max − n_min + 1 entries per stage.
+  with α. The depth and complexity losses are left out as above. Weight parameters: 918,186 (6 cells) and
+  1,150,474 (8 cells, L=26), as hdas_tf's; β has n_max − n_min + 1 entries per stage.
 
 Timed as the issue times the reference: 2 threads, 32×32 inputs, 10 classes, the median of 10 steps after
 3 warm-up steps. Prints one JSON object. Needs ``pip install torch==2.13.0`` (``scripts/torch_reference.sh``).
@@ -98,7 +98,7 @@ def make_op(name, c, stride, affine):
     if name.startswith("dil_conv"):
         return nn.Sequential(*dw_block(c, int(name[-1]), stride, 2, affine))
     pool = nn.MaxPool2d(3, stride, 1) if name == "max_pool_3x3" else nn.AvgPool2d(3, stride, 1, count_include_pad=False)
-    return nn.Sequential(pool, bn(c, False))  # pool BN without affine (DESIGN §3 `pool_bn`)
+    return nn.Sequential(pool, bn(c, affine))  # affine where the op's other BNs are (BUILD_NOTES "BatchNorm conventions")
 
 
 def drop_path(x, rate):
