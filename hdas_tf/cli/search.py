@@ -43,11 +43,16 @@ flags.DEFINE_string("manual_dir", None, "Directory holding manually downloaded a
 flags.DEFINE_boolean("download", False, "Allow TFDS to download the data set (needs internet).")
 flags.DEFINE_integer("image_size", None, "Resize images to this size.", lower_bound=8)
 flags.DEFINE_integer("num_examples", None, "Use only this many training examples (quick runs).", lower_bound=2)
+flags.DEFINE_float("train_portion", 0.5, "Share of the training set for weights; the rest trains α (bilevel). "
+                   "With --update=one_level, 1 uses the whole training set.")
+flags.DEFINE_enum("update", "bilevel", configs.UPDATES,
+                  "bilevel: α steps on the validation half, weights on the training half (DARTS); one_level: one "
+                  "forward/backward pass on a training batch gives both gradients, Adam steps α and SGD the weights "
+                  "(StacNAS).")
 flags.DEFINE_enum("augment", None, data.AUGMENTATIONS,
                   "Augmentation of both halves of the search split (never cutout). Default: cifar (zero-pad 4 + "
                   "random crop, flip, as DARTS, H-DAS and StacNAS search) for CIFAR, folders and tfds:NAME; none for "
                   "the digits (a mirrored digit is another digit); imagenet for imagenet2012.")
-flags.DEFINE_float("train_portion", 0.5, "Share of the training set for weights; the rest trains α.")
 flags.DEFINE_integer("batch_size", 64, "Global batch size (split over replicas).", lower_bound=1)
 flags.DEFINE_integer("epochs", 50, "Search epochs.", lower_bound=1)
 flags.DEFINE_integer("max_steps", None, "Stop after this many steps in total (checkpoint at the end).", lower_bound=1)

@@ -14,6 +14,7 @@ SEARCH_KINDS = ("cell", "distribution", "stage")
 EDGE_RANKINGS = ("softmax", "logit")
 SELECTIONS = ("last", "best_val")
 STACNAS_MODES = ("off", "clusters", "members")
+UPDATES = ("bilevel", "one_level")  # ArchitectureSearchModel(update=...)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +34,8 @@ class SearchConfig:
       unrolled: second-order architecture gradient.
       recompute: keep only block inputs for the backward pass and recompute the rest (less memory).
       op_tracebacks: keep TensorFlow's per-op Python stack traces (``hdas_tf.run.op_tracebacks``; off by default).
+      update: "bilevel" (DARTS: A on the validation half, w on the training half) or "one_level" (StacNAS: A and w
+        from one loss on the same training batch; train_portion may then be 1, the whole training set).
       stacnas: StacNAS mode of a cell search (``hdas_tf.space.clusters``): "off"; "clusters" (stage 1: one
         representative op per cluster of ``clusters``, a file, or the default set when None); "members"
         (stage 2: each edge searches the members of the cluster it won in stage 1, read from the hand-off
@@ -77,6 +80,7 @@ class SearchConfig:
     a_beta2: float = 0.999
     a_weight_decay: float = 1e-3
     unrolled: bool = False
+    update: str = "bilevel"
     edge_ranking: str = "softmax"
     genotype_selection: str = "last"
     seed: int = 0
@@ -97,6 +101,7 @@ class SearchConfig:
             ("genotype_selection", self.genotype_selection, SELECTIONS),
             ("theta", self.theta, ("uniform", "flops")),
             ("stacnas", self.stacnas, STACNAS_MODES),
+            ("update", self.update, UPDATES),
         ]
         if self.augment is not None:
             from hdas_tf import data  # here, not at the top: the config module stays free of TensorFlow
@@ -112,8 +117,18 @@ class SearchConfig:
                 raise ValueError(f"{name} must be >= 1, received {value}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, received {self.max_steps}")
-        if not 0.0 < self.train_portion < 1.0:
-            raise ValueError(f"train_portion must be in (0, 1), received {self.train_portion}")
+        if self.train_portion == 1.0 and self.update != "one_level":
+            raise ValueError("train_portion=1 leaves no validation half for the architecture step; it is for "
+                             "update='one_level' (A and w from the same batches); or use a portion in (0, 1)")
+        if not 0.0 < self.train_portion <= 1.0:
+            raise ValueError(f"train_portion must be in (0, 1) (or 1 with update='one_level'), received "
+                             f"{self.train_portion}")
+        if self.update == "one_level" and self.unrolled:
+            raise ValueError("unrolled (second order) is a form of the bi-level update; the one-level update has "
+                             "none: leave unrolled off, or use update='bilevel'")
+        if self.update == "one_level" and self.genotype_selection == "best_val":
+            raise ValueError("genotype_selection='best_val' selects by the accuracy on the architecture batches, "
+                             "which the one-level update does not have: use genotype_selection='last'")
         if self.stacnas != "off" and self.search != "cell":
             raise ValueError(f"stacnas={self.stacnas!r} is a mode of the cell search; received search={self.search!r}")
         if self.clusters and self.stacnas != "clusters":

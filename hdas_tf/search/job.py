@@ -5,6 +5,7 @@ loop (the step loop plus a genotype and its documents every epoch), TensorBoard 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -57,6 +58,20 @@ def check_inputs(cfg: SearchConfig) -> None:
         stage1_clusters(cfg)
     elif cfg.stacnas == "members":
         stage2_edge_clusters(cfg)
+
+
+def search_input(cfg: SearchConfig):
+    """(weight_ds, arch_ds, info) of a search. The one-level update reads no architecture batches (arch_ds is
+    None): its training batches are the weight part of the split, or with train_portion=1 the whole training
+    set (the training pipeline, unaugmented unless ``cfg.augment``, no cutout)."""
+    common = dict(batch_size=cfg.batch_size, seed=cfg.seed, data_dir=cfg.data_dir, image_size=cfg.image_size,
+                  download=cfg.download, manual_dir=cfg.manual_dir, num_examples=cfg.num_examples,
+                  augment=cfg.augment)
+    if cfg.update == "one_level" and cfg.train_portion == 1.0:
+        train_ds, _, info = data.train_test_datasets(cfg.dataset, cutout=0, repeat=True, **common)
+        return train_ds, None, info
+    weight_ds, arch_ds, info = data.search_datasets(cfg.dataset, train_portion=cfg.train_portion, **common)
+    return weight_ds, None if cfg.update == "one_level" else arch_ds, info
 
 
 def search_space(cfg: SearchConfig, num_classes: int) -> SearchSpace:
@@ -130,7 +145,7 @@ def build_search(cfg: SearchConfig, strategy, info: data.DataInfo, steps_per_epo
         model = ArchitectureSearchModel(supernet, space.arch_shapes(), arch_regularizer=regularizer,
                                         unrolled=cfg.unrolled, weight_decay=cfg.weight_decay,
                                         arch_weight_decay=cfg.a_weight_decay, grad_clip=cfg.grad_clip, seed=cfg.seed,
-                                        recompute=cfg.recompute)
+                                        recompute=cfg.recompute, update=cfg.update)
         # Coupled L2 and post-aggregation clipping are the weight step's (apply_weight_gradients).
         w_opt = FlatSGD(CosineEpochSchedule(cfg.w_lr, cfg.w_lr_min, cfg.epochs, steps_per_epoch), momentum=cfg.momentum)
         a_opt = keras.optimizers.Adam(cfg.a_lr, beta_1=cfg.a_beta1, beta_2=cfg.a_beta2, epsilon=1e-8)
@@ -148,6 +163,70 @@ def derive_documents(cfg: SearchConfig, space: SearchSpace):
         arch, cluster_set, space.cell_ops, space.cell_groups, space.steps).to_dict()}
 
 
+def vote_splitting_clusters(cfg: SearchConfig):
+    """The clusters the vote-splitting check of a cell search uses: stage 1's, the default set for a plain cell
+    search; None where it does not apply (stage searches, StacNAS stage 2, whose edges hold one cluster)."""
+    if cfg.search != "cell" or cfg.stacnas == "members":
+        return None
+    return stage1_clusters(cfg) if cfg.stacnas == "clusters" else clusters.DEFAULT_CLUSTERS
+
+
+def log_vote_splitting(tb, step: int, arch: dict, space: SearchSpace, cluster_set) -> dict:
+    """Flags every edge whose largest-α op is not the best member of the cluster with the largest summed weight
+    (``clusters.vote_splitting``), per α group: the count as the scalar ``diagnostics/vote_splitting/<group>``,
+    the flagged edges as text under it and in the log. Returns group → flagged ``VoteSplit``s."""
+    edges = [(i, j) for i in range(space.steps) for j in range(i + 2)]
+    flagged = {}
+    for group in space.cell_groups:
+        splits = [s for s in clusters.vote_splitting(arch[f"alpha_{group}"], space.cell_ops, cluster_set)
+                  if s.split]
+        flagged[group] = splits
+        tb.scalars(step, {f"diagnostics/vote_splitting/{group}": float(len(splits))})
+        lines = [f"| {s.edge} | node {edges[s.edge][0]} ← {edges[s.edge][1]} | {s.top_op} | {s.cluster} | "
+                 f"{s.cluster_best} |" for s in splits]
+        text = ("| edge | node ← source | largest α | cluster with largest summed weight | its best member |\n"
+                "|---|---|---|---|---|\n" + "\n".join(lines)) if lines else "no edge splits its vote"
+        with tb.writer.as_default():
+            tf.summary.text(f"diagnostics/vote_splitting/{group}/edges", text, step=step)
+        if splits:
+            logging.info("vote splitting in %s: %s", group, "; ".join(
+                f"edge {s.edge} (node {edges[s.edge][0]} <- {edges[s.edge][1]}): largest alpha {s.top_op}, but "
+                f"cluster {s.cluster} (best {s.cluster_best}) has the largest summed weight" for s in splits))
+    return flagged
+
+
+def load_search(run_dir: str):
+    """A search's config, search space and model as its latest checkpoint holds them: the model is built as the
+    run built it (``build_search``, on the default strategy) and its variables restored (the optimizers' state is
+    not). Returns (cfg, space, model, step). Raises ValueError naming what is missing."""
+    path = os.path.join(run_dir, "config.json")
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"{run_dir} is not a search run directory: {path} does not exist") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"cannot read {path}: {e}") from None
+    known = {f.name for f in dataclasses.fields(SearchConfig)}
+    unknown = sorted(set(doc) - known)
+    if unknown:
+        raise ValueError(f"{path} has fields this version does not know: {unknown}")
+    if doc.get("stage_lengths") is not None:
+        doc["stage_lengths"] = tuple(doc["stage_lengths"])
+    cfg = SearchConfig(**doc)
+    checkpoint = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
+    if checkpoint is None:
+        raise ValueError(f"{run_dir} holds no checkpoint (checkpoints/ is written at every epoch end)")
+    check_inputs(cfg)
+    info = data.dataset_info(cfg.dataset, data_dir=cfg.data_dir, image_size=cfg.image_size,
+                             manual_dir=cfg.manual_dir, download=cfg.download)
+    space, model, _ = build_search(cfg, tf.distribute.get_strategy(), info, steps_per_epoch=1)
+    # The variables by position, as SearchLoop writes them.
+    tf.train.Checkpoint(variables=list(model.variables)).restore(checkpoint).assert_existing_objects_matched() \
+        .expect_partial()
+    return cfg, space, model, int(checkpoint.rsplit("-", 1)[1])
+
+
 class SearchLoop(StepLoop):
     """The step loop of a search: a built ``ArchitectureSearchModel`` over a zipped (train, val) dataset, and every
     epoch a genotype derived from α, written with its documents, the selected genotype and α.
@@ -155,8 +234,8 @@ class SearchLoop(StepLoop):
     Args:
       model: the search model, built with both optimizers inside ``strategy.scope()``.
       strategy: the run's tf.distribute strategy.
-      dataset: an infinite ``((x_train, y_train), (x_val, y_val))`` dataset of *global* batches,
-        deterministic for a given seed.
+      dataset: an infinite ``((x_train, y_train), (x_val, y_val))`` dataset of *global* batches (``((x_train,
+        y_train),)`` for the one-level update), deterministic for a given seed.
       run_dir: the run directory (DESIGN §7).
       steps_per_epoch, epochs, max_steps: the schedule; the run ends at ``epochs·steps_per_epoch`` or
         ``max_steps`` steps, whichever comes first (a checkpoint is written at the end either way).
@@ -287,10 +366,7 @@ def run_search(cfg: SearchConfig, run_dir: str, resume: bool = False) -> dict:
     os.makedirs(run_dir, exist_ok=True)
     write_config(run_dir, cfg)
     strategy = make_strategy(cfg.strategy)
-    weight_ds, arch_ds, info = data.search_datasets(
-        cfg.dataset, batch_size=cfg.batch_size, train_portion=cfg.train_portion, seed=cfg.seed,
-        data_dir=cfg.data_dir, image_size=cfg.image_size, download=cfg.download, manual_dir=cfg.manual_dir,
-        augment=cfg.augment, num_examples=cfg.num_examples)
+    weight_ds, arch_ds, info = search_input(cfg)
     steps_per_epoch = data.search_batches_per_epoch(info, cfg.batch_size, cfg.train_portion, cfg.num_examples)
     if steps_per_epoch < 1:
         raise ValueError(f"the weight half of {cfg.dataset} has fewer examples than one batch of {cfg.batch_size}; "
@@ -311,6 +387,7 @@ def run_search(cfg: SearchConfig, run_dir: str, resume: bool = False) -> dict:
                 for name in space.arch_shapes()}
 
     masks = None if space.edge_ops is None else {f"alpha_{g}": space.op_mask(g) for g in space.cell_groups}
+    vote_clusters = vote_splitting_clusters(cfg)
 
     def on_step(step, out):
         if step % cfg.log_every == 0:
@@ -324,9 +401,12 @@ def run_search(cfg: SearchConfig, run_dir: str, resume: bool = False) -> dict:
                    | {f"epoch/{k}": v for k, v in record["extra"].items()})
         tb.architecture(step, loop.arch_numpy(), op_names, masks)
         tb.genotype(step, genotype)
+        if vote_clusters is not None:
+            log_vote_splitting(tb, step, loop.arch_numpy(), space, vote_clusters)
         tb.flush()
 
-    dataset = tf.data.Dataset.zip((weight_ds, arch_ds)).prefetch(2)
+    # The one-level step reads the training batch alone: its elements are ((x, y),).
+    dataset = tf.data.Dataset.zip((weight_ds,) if arch_ds is None else (weight_ds, arch_ds)).prefetch(2)
     loop = SearchLoop(model, strategy, dataset, run_dir, steps_per_epoch, cfg.epochs, derive,
                       max_steps=cfg.max_steps, select=cfg.genotype_selection, log_every=cfg.log_every,
                       on_epoch_end=on_epoch_end, on_step=on_step, documents=derive_documents(cfg, space))

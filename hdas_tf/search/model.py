@@ -6,6 +6,10 @@ update on one device as on several (``hdas_tf.run.replicas``).
 
 First order (default): ∇_A L_val(w, A) at the *current* weights. The official H-DAS code takes it on a
 copy of the network frozen at start-up; we do not (DESIGN §5).
+
+One-level (``update="one_level"``, StacNAS): one training batch, one forward and one backward pass give ∇_A
+and ∇_w of the same loss; then Adam steps A and SGD steps w (BUILD_NOTES "The bi-level step: first and second
+order").
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import tensorflow as tf
 
 from hdas_tf.nn import tracing
 from hdas_tf.run.replicas import all_reduce_sum, apply_weight_gradients, average_loss, correct_share
+from hdas_tf.search.config import UPDATES
 
 
 class ArchitectureSearchModel(keras.Model):
@@ -34,11 +39,19 @@ class ArchitectureSearchModel(keras.Model):
       seed: int. Seed of α's initialisation 1e-3·N(0, 1).
       recompute: bool. Keep only the inputs of each conv → BN block for the backward pass and recompute the
         rest there (``hdas_tf.nn.chains``): much less activation memory for some extra forward work. Defaults to False.
+      update: "bilevel" (architecture step on the validation batch, then weight step on the training batch) or
+        "one_level" (both from one loss on the training batch, ``one_level_step``). Defaults to "bilevel".
     """
 
     def __init__(self, supernet, arch_shapes: dict, arch_regularizer: Callable | None = None, unrolled=False,
-                 weight_decay=3e-4, arch_weight_decay=1e-3, grad_clip=5.0, seed=0, recompute=False, **kwargs):
+                 weight_decay=3e-4, arch_weight_decay=1e-3, grad_clip=5.0, seed=0, recompute=False,
+                 update="bilevel", **kwargs):
         super().__init__(**kwargs)
+        if update not in UPDATES:
+            raise ValueError(f"update must be one of {UPDATES}, received {update!r}")
+        if update == "one_level" and unrolled:
+            raise ValueError("the one-level update has no second-order form: unrolled needs update='bilevel'")
+        self.update = update
         self.supernet = supernet
         self.recompute = bool(recompute)
         self.arch_regularizer = arch_regularizer
@@ -96,6 +109,8 @@ class ArchitectureSearchModel(keras.Model):
         Returns per-replica *shares* that sum over replicas to the global value: losses and accuracies
         averaged over the global batch, and the regularizer terms divided by the replica count.
         """
+        if self.update == "one_level":
+            return self.one_level_step(data)
         out = self.arch_step(data)
         out.update(self.weight_step(data))
         return out
@@ -140,6 +155,35 @@ class ArchitectureSearchModel(keras.Model):
         gw = tape.gradient(loss_w, [v.value for v in wv], unconnected_gradients=tf.UnconnectedGradients.ZERO)
         apply_weight_gradients(self.w_optimizer, gw, wv, self.grad_clip, self.weight_decay)
         return {"loss_w": loss_w, "acc_w": correct_share(yt, logits)}
+
+    def one_level_step(self, data):
+        """The one-level step (StacNAS): on the training batch ``data[0]`` alone (any second element, such as
+        a validation batch, is ignored), one forward and one backward pass of L_train(w, A) (+ reg(A)) give
+        ∇_A and ∇_w at the same (w, A); then Adam steps A (coupled L2) and SGD steps w (clip after
+        aggregation, coupled L2), both from those gradients.
+
+        Returns per-replica shares as ``train_step``; ``loss_a``/``acc_a`` are the same loss and accuracy as
+        ``loss_w``/``acc_w`` (there is no separate architecture batch).
+        """
+        xt, yt = data[0]
+        n = tf.distribute.get_strategy().num_replicas_in_sync
+        wv, av = self.weight_variables, self.arch_variables
+        w_values, a_values = [v.value for v in wv], [v.value for v in av]
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(w_values + a_values)
+            logits = self(xt, training=True)
+            loss = average_loss(yt, logits)
+            reg, terms = self._arch_regularization()  # depends on A alone: ∇_w of it is 0
+            total = loss + reg / n
+        grads = tape.gradient(total, w_values + a_values, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        gw, ga = grads[:len(wv)], grads[len(wv):]
+        ga = [g + self.arch_weight_decay * v / n for g, v in zip(ga, av)]
+        self.a_optimizer.apply_gradients(zip(ga, av))
+        apply_weight_gradients(self.w_optimizer, gw, wv, self.grad_clip, self.weight_decay)
+        acc = correct_share(yt, logits)
+        out = {"loss_w": loss, "acc_w": acc, "loss_a": loss, "acc_a": acc, "arch_reg": reg / n}
+        out.update({k: t / n for k, t in terms.items()})
+        return out
 
     def arch_gradients(self, xv, yv):
         """First-order ∇_A [L_val(w, A) + reg(A)/n] at the *current* weights (one replica's share).

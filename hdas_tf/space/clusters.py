@@ -8,7 +8,9 @@ op can lose to a weaker one that has no sibling. Stage 1 therefore searches over
 representative op standing for each; stage 2 restricts every edge to the members of the cluster that won it
 in stage 1, plus 'none', and searches again (on a deeper supernet).
 
-The clusters are data: ``DEFAULT_CLUSTERS``, or a ``hdas_tf.clusters/1`` JSON document (``load_clusters``).
+The clusters are data: ``DEFAULT_CLUSTERS``, or a ``hdas_tf.clusters/1`` JSON document (``load_clusters``), e.g.
+one ``propose_clusters`` made from the ops' output correlations on a trained supernet. ``vote_splitting`` flags
+the edges of a search where correlated ops split the weight (BUILD_NOTES "StacNAS operator clusters").
 The hand-off is an ``EdgeClusters`` document (``hdas_tf.edge_clusters/1``) that a stage-1 search writes as
 ``RUN_DIR/edge_clusters.json`` (and per epoch under ``genotypes/``).
 """
@@ -22,7 +24,7 @@ import os
 import numpy as np
 
 from hdas_tf.space.derive import alpha_matrix
-from hdas_tf.space.op_registry import CELL_OPS
+from hdas_tf.space.op_registry import CELL_OPS, op_spec
 
 CLUSTERS_FORMAT = "hdas_tf.clusters/1"
 EDGE_CLUSTERS_FORMAT = "hdas_tf.edge_clusters/1"
@@ -231,3 +233,123 @@ def derive_edge_clusters(arch: dict, clusters, op_names, groups, steps: int = 4)
         best = [columns[int(np.argmax(row[columns]))] for row in a]
         cells.append((g, tuple(by_rep[op_names[o]] for o in best)))
     return EdgeClusters(clusters, steps, tuple(cells))
+
+
+# === Proposing clusters from operator correlations ===
+
+# A cluster is named after the kinds of its members (BUILD_NOTES "StacNAS operator clusters"), so that the
+# proposal on a trained supernet reads like the published set when it finds it.
+_KIND_NAMES = {"pool": "pooling", "skip": "skip", "sep_conv": "separable", "dil_conv": "dilated"}
+
+
+def _cluster_name(ops) -> str:
+    kinds = []
+    for op in ops:
+        name = _KIND_NAMES[op_spec(op).kind]
+        if name not in kinds:
+            kinds.append(name)
+    return "+".join(kinds)
+
+
+def propose_clusters(corr, op_names, threshold: float | None = None,
+                     num_clusters: int | None = None) -> tuple[Cluster, ...]:
+    """Operator clusters from a correlation matrix: average-linkage agglomerative clustering on the distance
+    1 − ρ (SciPy's ``linkage``/``fcluster``), cut at distance ``threshold`` or into ``num_clusters`` clusters
+    (exactly one of the two). Each cluster's representative is the member with the highest mean correlation
+    to the other members (ties: canonical op order). Clusters come in the canonical order of their first op.
+
+    Args:
+      corr: array [ops, ops], symmetric, the Pearson correlations of the ops' outputs (finite).
+      op_names: the ops of the rows/columns; cell ops other than 'none'.
+    """
+    from scipy.cluster.hierarchy import fcluster, linkage  # SciPy only where clusters are proposed
+    from scipy.spatial.distance import squareform
+
+    op_names = tuple(op_names)
+    rho = np.asarray(corr, dtype=np.float64)
+    p = len(op_names)
+    if rho.shape != (p, p):
+        raise ValueError(f"propose_clusters: correlation matrix of shape {rho.shape} for {p} ops {list(op_names)}")
+    if not np.all(np.isfinite(rho)):
+        raise ValueError("propose_clusters: the correlation matrix has non-finite entries (an op with constant "
+                         "output?); cannot cluster")
+    if (threshold is None) == (num_clusters is None):
+        raise ValueError("propose_clusters: give exactly one of threshold and num_clusters")
+    if num_clusters is not None and not 1 <= num_clusters <= p:
+        raise ValueError(f"num_clusters must be between 1 and the number of ops ({p}), received {num_clusters}")
+    if threshold is not None and not 0.0 <= threshold <= 2.0:
+        raise ValueError(f"threshold is a distance 1 - rho in [0, 2], received {threshold}")
+    validate_clusters([Cluster(f"op{i}", (o,)) for i, o in enumerate(op_names)], "propose_clusters")
+    if p == 1:
+        labels = np.ones(1, dtype=int)
+    else:
+        distance = np.clip(1.0 - (rho + rho.T) / 2.0, 0.0, 2.0)
+        np.fill_diagonal(distance, 0.0)
+        tree = linkage(squareform(distance, checks=False), method="average")
+        labels = (fcluster(tree, t=threshold, criterion="distance") if threshold is not None
+                  else fcluster(tree, t=num_clusters, criterion="maxclust"))
+    order = sorted(range(p), key=lambda i: CELL_OPS.index(op_names[i]))
+    groups: dict[int, list[int]] = {}
+    for i in order:
+        groups.setdefault(int(labels[i]), []).append(i)
+    out, used = [], {}
+    for members in groups.values():
+        if len(members) == 1:
+            rep = members[0]
+        else:  # max over members of the mean ρ to the others; max() keeps the first (canonical) on ties
+            rep = max(members, key=lambda i: np.mean([rho[i, j] for j in members if j != i]))
+        ops = tuple(op_names[i] for i in members)
+        name = _cluster_name(ops)
+        used[name] = used.get(name, 0) + 1
+        out.append(Cluster(name if used[name] == 1 else f"{name}_{used[name]}", ops, op_names[rep]))
+    return validate_clusters(out, "proposed clusters")
+
+
+# === Vote splitting ===
+
+
+@dataclasses.dataclass(frozen=True)
+class VoteSplit:
+    """One edge's vote-splitting check: ``top_op`` has the largest α; ``cluster`` has the largest summed
+    softmax weight of its members and ``cluster_best`` is its member with the largest α. ``split``: the two
+    differ, i.e. the edge's strongest op lost to a cluster whose weight is spread over several members."""
+
+    edge: int
+    top_op: str
+    cluster: str
+    cluster_best: str
+
+    @property
+    def split(self) -> bool:
+        return self.top_op != self.cluster_best
+
+
+def vote_splitting(alpha, op_names, clusters, mask=None) -> list[VoteSplit]:
+    """Per edge of one α group [edges, ops], the vote-splitting check (``VoteSplit``) (StacNAS's motivation:
+    correlated ops share an edge's weight). The weights are softmax(α) over the edge's ops (``mask``: those an
+    edge searches), 'none' left out of both the maximum and the sums; an op in no cluster counts as a cluster
+    of its own. Ties go to the lower column (op) and the first cluster."""
+    op_names = tuple(op_names)
+    a = np.asarray(alpha, dtype=np.float64)
+    if a.ndim != 2 or a.shape[1] != len(op_names):
+        raise ValueError(f"vote_splitting: alpha of shape {a.shape} for ops {list(op_names)}")
+    m = np.ones(a.shape, bool) if mask is None else np.asarray(mask, dtype=bool)
+    if m.shape != a.shape:
+        raise ValueError(f"vote_splitting: mask of shape {m.shape} for alpha of shape {a.shape}")
+    owner = {op: c.name for c in validate_clusters(clusters) for op in c.ops}
+    out = []
+    for e, (row, allowed) in enumerate(zip(a, m)):
+        columns = [o for o, name in enumerate(op_names) if name != "none" and allowed[o]]
+        if not columns:
+            continue
+        w = np.exp(row[columns] - row[columns].max())  # softmax up to the common denominator
+        top = columns[int(np.argmax(row[columns]))]
+        sums, best = {}, {}
+        for o, weight in zip(columns, w):
+            c = owner.get(op_names[o], op_names[o])
+            sums[c] = sums.get(c, 0.0) + weight
+            if c not in best or row[o] > row[best[c]]:
+                best[c] = o
+        cluster = max(sums, key=lambda c: sums[c])
+        out.append(VoteSplit(e, op_names[top], cluster, op_names[best[cluster]]))
+    return out

@@ -309,3 +309,145 @@ def test_search_config_checks_the_stacnas_flags():
     ]:
         with pytest.raises(ValueError, match=message):
             SearchConfig(**kwargs)
+
+
+# === proposing clusters from correlations ===
+
+OPS7 = tuple(o for o in CELL_OPS if o != "none")  # max, avg, skip, sep3, sep5, dil3, dil5
+
+
+def block_correlation(pairs, high, low=0.1):
+    """A correlation matrix over OPS7: ``high[(a, b)]`` for the listed pairs, ``low`` elsewhere off the diagonal."""
+    rho = np.full((7, 7), low)
+    np.fill_diagonal(rho, 1.0)
+    for (a, b), value in zip(pairs, high):
+        i, j = OPS7.index(a), OPS7.index(b)
+        rho[i, j] = rho[j, i] = value
+    return rho
+
+
+def test_propose_clusters_finds_the_published_set_from_its_correlation_pattern():
+    rho = block_correlation([("max_pool_3x3", "avg_pool_3x3"), ("sep_conv_3x3", "sep_conv_5x5"),
+                             ("dil_conv_3x3", "dil_conv_5x5")], [0.9, 0.8, 0.85])
+    for kwargs in (dict(num_clusters=4), dict(threshold=0.5)):
+        proposal = C.propose_clusters(rho, OPS7, **kwargs)
+        assert [(c.name, c.ops) for c in proposal] == [
+            ("pooling", ("max_pool_3x3", "avg_pool_3x3")), ("skip", ("skip_connect",)),
+            ("separable", ("sep_conv_3x3", "sep_conv_5x5")), ("dilated", ("dil_conv_3x3", "dil_conv_5x5"))]
+    # Cut below every link: singletons; above every link: one cluster of all seven, named by its kinds.
+    assert len(C.propose_clusters(rho, OPS7, threshold=0.05)) == 7
+    (everything,) = C.propose_clusters(rho, OPS7, num_clusters=1)
+    assert everything.ops == OPS7 and everything.name == "pooling+skip+separable+dilated"
+
+
+def test_average_linkage_and_the_representative_by_hand():
+    """Three ops: d(a,b) = 0.2, d(a,c) = 0.5, d(b,c) = 0.7. Average linkage first joins {a, b}, then c at
+    (0.5 + 0.7)/2 = 0.6: a cut at 0.55 keeps c apart, one at 0.65 joins it. In {a, b, c} the mean
+    correlations to the others are a: (0.8 + 0.5)/2 = 0.65, b: (0.8 + 0.3)/2 = 0.55, c: 0.4, so a represents."""
+    ops = ("skip_connect", "sep_conv_3x3", "dil_conv_3x3")
+    rho = np.array([[1.0, 0.8, 0.5], [0.8, 1.0, 0.3], [0.5, 0.3, 1.0]])
+    two = C.propose_clusters(rho, ops, threshold=0.55)
+    assert [c.ops for c in two] == [("skip_connect", "sep_conv_3x3"), ("dil_conv_3x3",)]
+    assert [c.name for c in two] == ["skip+separable", "dilated"]
+    (one,) = C.propose_clusters(rho, ops, threshold=0.65)
+    assert one.representative == "skip_connect"
+    # b's column raised: b now has the highest mean correlation (0.8 + 0.9)/2 against a's (0.8 + 0.5)/2.
+    rho[1, 2] = rho[2, 1] = 0.9
+    (one,) = C.propose_clusters(rho, ops, num_clusters=1)
+    assert one.representative == "sep_conv_3x3"
+
+
+def test_proposed_clusters_file_is_a_valid_clusters_document(tmp_path):
+    rho = block_correlation([("sep_conv_3x3", "sep_conv_5x5")], [0.95])
+    proposal = C.propose_clusters(rho, OPS7, num_clusters=6)
+    path = tmp_path / "clusters.json"
+    path.write_text(json.dumps(C.clusters_to_dict(proposal)))
+    assert C.load_clusters(path) == proposal
+    assert C.representative_ops(proposal) == tuple(o for o in CELL_OPS if o != "sep_conv_5x5")
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(), "exactly one of"),
+    (dict(threshold=0.5, num_clusters=2), "exactly one of"),
+    (dict(num_clusters=8), "between 1 and the number of ops"),
+    (dict(threshold=3.0), "threshold is a distance"),
+])
+def test_propose_clusters_rejects_bad_cuts(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        C.propose_clusters(np.eye(7), OPS7, **kwargs)
+
+
+def test_propose_clusters_rejects_nan_and_bad_ops():
+    rho = np.eye(3)
+    rho[0, 1] = rho[1, 0] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        C.propose_clusters(rho, ("skip_connect", "sep_conv_3x3", "dil_conv_3x3"), num_clusters=2)
+    with pytest.raises(ValueError, match="lists 'none'"):
+        C.propose_clusters(np.eye(2), ("skip_connect", "none"), num_clusters=1)
+
+
+# === vote splitting ===
+
+def test_vote_splitting_on_hand_set_alphas():
+    """Edge 0: dil_conv_3x3 has the largest α (1.2), but the separable cluster's summed weight e¹ + e¹ = 5.44
+    beats the dilated cluster's e^1.2 + e⁻⁵ = 3.33: split. Edge 1: sep_conv_3x3 (1.5) is the largest and in the
+    winning cluster: no split. Edge 2: 'none' is largest (9) but takes no part; the pooling pair (0.5 + 0.5:
+    2e^0.5 = 3.30) beats skip_connect alone (0.9: e^0.9 = 2.46): split, skip has the largest α."""
+    ops = CELL_OPS  # max, avg, skip, sep3, sep5, dil3, dil5, none
+    alpha = np.array([
+        [0.0, 0.0, 0.0, 1.0, 1.0, 1.2, -5.0, 0.0],
+        [0.0, 0.0, 0.0, 1.5, 1.0, 1.2, 1.2, 0.0],
+        [0.5, 0.5, 0.9, -9.0, -9.0, -9.0, -9.0, 9.0],
+    ])
+    got = C.vote_splitting(alpha, ops, C.DEFAULT_CLUSTERS)
+    assert [(s.edge, s.top_op, s.cluster, s.cluster_best, s.split) for s in got] == [
+        (0, "dil_conv_3x3", "separable", "sep_conv_3x3", True),
+        (1, "sep_conv_3x3", "separable", "sep_conv_3x3", False),
+        (2, "skip_connect", "pooling", "max_pool_3x3", True),
+    ]
+    # With a mask that takes sep_conv_5x5 off edge 0, separable sums e¹ = 2.72 < 3.33: no split.
+    mask = np.ones_like(alpha, bool)
+    mask[0, ops.index("sep_conv_5x5")] = False
+    assert not C.vote_splitting(alpha, ops, C.DEFAULT_CLUSTERS, mask)[0].split
+    # An op in no cluster is a cluster of its own: with clusters that leave out dil_conv_3x3, edge 0 compares
+    # {sep3, sep5} = 5.44 against dil_conv_3x3 alone; still split.
+    partial = (C.Cluster("separable", ("sep_conv_3x3", "sep_conv_5x5")),)
+    assert C.vote_splitting(alpha, ops, partial)[0].cluster == "separable"
+    # One representative per cluster (StacNAS stage 1): a cluster's sum is its one op, so no edge can split.
+    reps = C.representative_ops(C.DEFAULT_CLUSTERS)
+    rng = np.random.default_rng(0)
+    assert not any(s.split for s in C.vote_splitting(rng.normal(size=(14, len(reps))), reps, C.DEFAULT_CLUSTERS))
+
+
+def test_search_job_logs_vote_splitting_to_tensorboard(tmp_path):
+    """The job's epoch-end hook: per α group the count of split edges as a scalar, the edges as text."""
+    from hdas_tf.search.config import SearchConfig
+    from hdas_tf.search.job import log_vote_splitting, vote_splitting_clusters
+    from hdas_tf.summaries.logger import SummaryLogger
+
+    assert vote_splitting_clusters(SearchConfig()) == C.DEFAULT_CLUSTERS
+    assert vote_splitting_clusters(SearchConfig(stacnas="members", edge_clusters="e.json")) is None
+    assert vote_splitting_clusters(SearchConfig(search="stage", genotype="DARTS_V2")) is None
+    space = SearchSpace(layers=3, init_channels=2, num_classes=3)
+    normal = np.zeros((EDGES, len(CELL_OPS)))
+    normal[0, :7] = [0.0, 0.0, 0.0, 1.0, 1.0, 1.2, -5.0]  # split (as edge 0 of the hand-set test)
+    normal[5, :7] = [0.5, 0.5, 0.9, -9.0, -9.0, -9.0, -9.0]  # split
+    reduce = np.zeros((EDGES, len(CELL_OPS)))  # all equal: the first op wins both ways, no split
+    with SummaryLogger(tmp_path) as tb:
+        flagged = log_vote_splitting(tb, 7, {"alpha_normal": normal, "alpha_reduce": reduce}, space,
+                                     C.DEFAULT_CLUSTERS)
+    assert [s.edge for s in flagged["normal"]] == [0, 5] and flagged["reduce"] == []
+    scalars, texts = {}, {}
+    for event_file in tmp_path.iterdir():
+        for event in tf.compat.v1.train.summary_iterator(str(event_file)):
+            for v in event.summary.value:
+                value = tf.make_ndarray(v.tensor)
+                if value.dtype == object:
+                    texts[v.tag] = value.item().decode()
+                else:
+                    scalars[v.tag] = (event.step, float(value))
+    assert scalars["diagnostics/vote_splitting/normal"] == (7, 2.0)
+    assert scalars["diagnostics/vote_splitting/reduce"] == (7, 0.0)
+    assert "node 0 ← 0" in texts["diagnostics/vote_splitting/normal/edges"]
+    assert "node 2 ← 0" in texts["diagnostics/vote_splitting/normal/edges"]
+    assert texts["diagnostics/vote_splitting/reduce/edges"] == "no edge splits its vote"
