@@ -24,6 +24,9 @@ import sys
 
 from absl import app, flags
 
+from hdas_tf.cli.errors import run_main
+from hdas_tf.errors import ConfigError, UserError
+
 FLAGS = flags.FLAGS
 
 flags.DEFINE_enum("supernet", None, ["cell", "none"],
@@ -70,8 +73,11 @@ def supernet_report(cells: str, init_channels: int, layers: int, num_classes: in
     from hdas_tf.search.job import search_space
     from hdas_tf.space.search_space import log10_space_size
 
-    cfg = SearchConfig(search="cell", cells=cells, layers=layers, init_channels=init_channels, stacnas=stacnas,
-                       clusters=clusters, edge_clusters=edge_clusters)
+    try:
+        cfg = SearchConfig(search="cell", cells=cells, layers=layers, init_channels=init_channels, stacnas=stacnas,
+                           clusters=clusters, edge_clusters=edge_clusters)
+    except ValueError as e:  # the config's own field checks: every one is about a given value
+        raise ConfigError(str(e)) from None
     space = search_space(cfg, num_classes)
     net = ChainSupernet(space)
     net.build((None, image_size, image_size, 3))
@@ -194,8 +200,8 @@ def main(argv):
                                     FLAGS.layers, FLAGS.num_classes, FLAGS.image_size, FLAGS.pool_bn)
             if FLAGS.dot:
                 report["dot"] = dot_texts(FLAGS.genotype, FLAGS.stage_genotype)
-    except ValueError as e:  # an unknown genotype, a network that does not fit the image size, ...
-        raise app.UsageError(str(e))
+    except UserError as e:  # a bad genotype, cluster file or size: app.UsageError, as for the flags above
+        raise app.UsageError(str(e)) from None
     if FLAGS.json:
         print(json.dumps(report, sort_keys=True))
     else:
@@ -204,4 +210,4 @@ def main(argv):
 
 def run():
     """The entry point of ``python -m hdas_tf.inspect``."""
-    app.run(main)
+    run_main("inspect", main)
