@@ -10,6 +10,7 @@ import json
 
 from absl import app, flags, logging
 
+from hdas_tf.cli.errors import run_main
 from hdas_tf.timing.report import format_report
 from hdas_tf.timing.spec import (CONFIGS, DEFAULT_BATCH, SEARCH_CONFIGS, BenchmarkSpec, SpecError, search_config,
                                  train_config)
@@ -127,4 +128,4 @@ def main(argv):
 
 def run():
     """The entry point of ``python -m hdas_tf.benchmark``."""
-    app.run(main)
+    run_main("benchmark", main)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from absl import app, flags
 
+from hdas_tf.cli.errors import fail, run_main
+
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("run_dir", None, "A finished plain cell search (every op on every edge); op_correlation.json, "
@@ -29,7 +31,7 @@ def main(argv):
         doc = correlate_run(FLAGS.run_dir, FLAGS.num_images, FLAGS.batch_size, threshold=FLAGS.threshold,
                             num_clusters=None if FLAGS.threshold is not None else FLAGS.num_clusters)
     except ValueError as e:
-        raise SystemExit(f"hdas_tf.clusters: error: {e}")
+        fail("clusters", e)
     for c in doc["clusters"]:
         print(f"{c['name']}: {', '.join(c['ops'])} (representative {c['representative']})")
 
@@ -37,4 +39,4 @@ def main(argv):
 def run():
     """The entry point of ``python -m hdas_tf.clusters``."""
     flags.mark_flag_as_required("run_dir")
-    app.run(main)
+    run_main("clusters", main)

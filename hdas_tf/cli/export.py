@@ -2,7 +2,9 @@
 
 import logging
 
-from hdas_tf.serving import DATA_INFO_FILE, EXTRAS_DIR, MODEL_FILE, RESIZE_METHODS, TFLITE_FILE, ExportError, export
+from hdas_tf.cli.errors import run_main
+from hdas_tf.errors import UserError
+from hdas_tf.serving import DATA_INFO_FILE, EXTRAS_DIR, MODEL_FILE, RESIZE_METHODS, TFLITE_FILE, export
 
 
 def _define_flags():
@@ -41,22 +43,22 @@ def main(argv):
     try:
         mean, std = ([float(x) for x in v] if v is not None else None for v in (FLAGS.mean, FLAGS.std))
     except ValueError as e:
-        raise app.UsageError(f"--mean and --std take numbers: {e}")
+        raise app.UsageError(f"--mean and --std take numbers: {e}") from None
     try:
         path = export(FLAGS.export_dir, run_dir=FLAGS.run_dir, model=FLAGS.model, version=FLAGS.version,
                       overwrite=FLAGS.overwrite, resize=FLAGS.resize, tflite=FLAGS.tflite, data_info=FLAGS.data_info,
                       mean=mean, std=std, image_size=FLAGS.image_size,
                       class_names=FLAGS.class_names, resize_method=FLAGS.resize_method)
-    except (ExportError, FileExistsError) as e:
-        raise SystemExit(f"hdas_tf.export: error: {e}")
+    except FileExistsError as e:  # the version folder is there already (ExportError is reported by run_main)
+        raise UserError(str(e)) from None
     print(path)
 
 
 def run():
     """The entry point of ``python -m hdas_tf.export``."""
-    from absl import app, flags
+    from absl import flags
 
     _define_flags()
     flags.mark_flag_as_required("export_dir")
     flags.mark_flags_as_mutual_exclusive(["run_dir", "model"], required=True)
-    app.run(main)
+    run_main("export", main)

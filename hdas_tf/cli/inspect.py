@@ -30,6 +30,9 @@ import sys
 
 from absl import app, flags
 
+from hdas_tf.cli.errors import run_main
+from hdas_tf.errors import ConfigError, UserError
+
 FLAGS = flags.FLAGS
 
 SUPERNETS = ("cell", "stage", "distribution")
@@ -118,8 +121,11 @@ def supernet_report(cells: str, init_channels: int, layers: int, num_classes: in
     from hdas_tf.search.config import SearchConfig
     from hdas_tf.space.search_space import log10_space_size
 
-    cfg = SearchConfig(search="cell", cells=cells, layers=layers, init_channels=init_channels, stacnas=stacnas,
-                       clusters=clusters, edge_clusters=edge_clusters, pool_bn=pool_bn)
+    try:
+        cfg = SearchConfig(search="cell", cells=cells, layers=layers, init_channels=init_channels, stacnas=stacnas,
+                           clusters=clusters, edge_clusters=edge_clusters, pool_bn=pool_bn)
+    except ValueError as e:  # the config's own field checks: every one is about a given value
+        raise ConfigError(str(e)) from None
     space, net = _built_supernet(cfg, num_classes, image_size)
     return {
         "supernet": "cell",
@@ -355,8 +361,8 @@ def main(argv):
                                     FLAGS.layers, FLAGS.num_classes, FLAGS.image_size, FLAGS.pool_bn)
             if FLAGS.dot:
                 report["dot"] = dot_texts(FLAGS.genotype, FLAGS.stage_genotype)
-    except ValueError as e:  # an unknown genotype, a network that does not fit the image size, ...
-        raise app.UsageError(str(e))
+    except UserError as e:  # a bad genotype, cluster file or size: app.UsageError, as for the flags above
+        raise app.UsageError(str(e)) from None
     if FLAGS.json:
         print(json.dumps(report, sort_keys=True))
     else:
@@ -365,4 +371,4 @@ def main(argv):
 
 def run():
     """The entry point of ``python -m hdas_tf.inspect``."""
-    app.run(main)
+    run_main("inspect", main)

@@ -15,6 +15,8 @@ import os
 
 from absl import app, flags
 
+from hdas_tf.cli.errors import run_main
+
 FLAGS = flags.FLAGS
 
 flags.DEFINE_enum("kind", "cell", ["cell", "stage"], "cell: random cells (a cell search's space); stage: random "
@@ -85,4 +87,4 @@ def main(argv):
 def run():
     """The entry point of ``python -m hdas_tf.sample``."""
     flags.mark_flags_as_required(["num", "out_dir"])
-    app.run(main)
+    run_main("sample", main)

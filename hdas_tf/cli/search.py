@@ -9,6 +9,8 @@ from absl import app, flags
 from hdas_tf.search import config as configs
 from hdas_tf import data
 from hdas_tf.cli import runtime_flags
+from hdas_tf.cli.errors import run_main
+from hdas_tf.errors import ConfigError
 
 FLAGS = flags.FLAGS
 
@@ -90,27 +92,30 @@ def config_from_flags() -> configs.SearchConfig:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if FLAGS.stage_lengths and not all(n.strip().isdigit() for n in FLAGS.stage_lengths):
+        raise ConfigError(f"--stage_lengths={','.join(FLAGS.stage_lengths)}: expected three positive integers, "
+                          "e.g. 6,6,6")
     runtime_flags.split_cpu()
     try:
         cfg = config_from_flags()
-    except ValueError as e:
-        raise app.UsageError(str(e))
+    except ValueError as e:  # the config's own field checks: every one is about a flag value
+        raise ConfigError(str(e)) from None
     from hdas_tf.run import run_dir  # heavy imports after flag checks
     from hdas_tf.run.runtime import configure_runtime
-    from hdas_tf.search.job import check_inputs, run_search
+    from hdas_tf.search.job import open_inputs, run_search
 
-    try:
-        check_inputs(cfg)  # the files the flags name, before anything is written
-        # A resumed search keeps the flags.cfg it started with; progress goes to stderr and RUN_DIR/search.log.
-        run_dir.start(FLAGS.run_dir, FLAGS.resume, runtime_flags.key_flag_lines(__name__), "search.log",
-                      keep_flags_on_resume=True)
-    except ValueError as e:
-        raise app.UsageError(str(e))
-    configure_runtime(cfg)
-    run_search(cfg, FLAGS.run_dir, resume=FLAGS.resume)
+    configure_runtime(cfg)  # before the data opens: the thread pools are fixed once TensorFlow runs an op
+    # Everything that can refuse the run, before anything is written (BUILD_NOTES "Errors and exit codes"): the
+    # run directory, the files the flags name, the data set.
+    run_dir.check_run_dir(FLAGS.run_dir, FLAGS.resume)
+    inputs = open_inputs(cfg)
+    # A resumed search keeps the flags.cfg it started with; progress goes to stderr and RUN_DIR/search.log.
+    run_dir.start(FLAGS.run_dir, FLAGS.resume, runtime_flags.key_flag_lines(__name__), "search.log",
+                  keep_flags_on_resume=True)
+    run_search(cfg, FLAGS.run_dir, resume=FLAGS.resume, inputs=inputs)
 
 
 def run():
     """The entry point of ``python -m hdas_tf.search``."""
     flags.mark_flag_as_required("run_dir")
-    app.run(main)
+    run_main("search", main)

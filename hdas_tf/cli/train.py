@@ -8,6 +8,8 @@ from absl import app, flags
 
 from hdas_tf import data
 from hdas_tf.cli import runtime_flags
+from hdas_tf.cli.errors import run_main
+from hdas_tf.errors import ConfigError
 
 FLAGS = flags.FLAGS
 
@@ -80,14 +82,17 @@ def main(argv):
 
     try:
         cfg = config_from_flags()
-        job = TrainJob(cfg, FLAGS.run_dir, resume=FLAGS.resume)  # resolves the genotype: bad names fail here
-        # flags.cfg without --resume and --run_dir, so it reproduces the configuration from scratch (a resumed run
-        # rewrites it with the flags it continued with); progress goes to stderr and RUN_DIR/train.log.
-        lines = runtime_flags.key_flag_lines(__name__, exclude=("resume", "run_dir"))
-        run_dir.start(FLAGS.run_dir, FLAGS.resume, lines, "train.log")
-    except ValueError as e:
-        raise app.UsageError(str(e))
-    configure_runtime(cfg)
+    except ValueError as e:  # the config's own field checks: every one is about a flag value
+        raise ConfigError(str(e)) from None
+    configure_runtime(cfg)  # before the data opens: the thread pools are fixed once TensorFlow runs an op
+    job = TrainJob(cfg, FLAGS.run_dir, resume=FLAGS.resume)  # resolves the genotype: bad names fail here
+    # Everything that can refuse the run, before anything is written (BUILD_NOTES "Errors and exit codes"): the
+    # run directory, the genotype a resumed run trains, the data set.
+    job.prepare()
+    # flags.cfg without --resume and --run_dir, so it reproduces the configuration from scratch (a resumed run
+    # rewrites it with the flags it continued with); progress goes to stderr and RUN_DIR/train.log.
+    lines = runtime_flags.key_flag_lines(__name__, exclude=("resume", "run_dir"))
+    run_dir.start(FLAGS.run_dir, FLAGS.resume, lines, "train.log")
     job.run()
 
 
@@ -95,4 +100,4 @@ def run():
     """The entry point of ``python -m hdas_tf.train``."""
     flags.mark_flag_as_required("run_dir")
     flags.mark_flag_as_required("genotype")
-    app.run(main)
+    run_main("train", main)

@@ -124,12 +124,13 @@ def search_datasets(dataset="digits", batch_size=64, train_portion=0.5, seed=0, 
     num = _capped(source.num_train, num_examples)
     weight_idx, arch_idx = split_indices(num, train_portion, seed)
     per_batch = _per_replica_batch(batch_size, input_context)
+    fits = min(len(weight_idx), len(arch_idx))  # the largest batch both halves fill at least once
     for part, idx in (("weight", weight_idx), ("architecture", arch_idx)):
         if len(idx) < batch_size:
             raise DataError(
                 f"the {part} half of the search split has {len(idx)} examples (train_portion="
-                f"{train_portion} of {num}), fewer than batch_size={batch_size}; lower batch_size or "
-                f"use more examples."
+                f"{train_portion} of {num}), fewer than batch_size={batch_size}; the largest batch that fits is "
+                f"{fits}: use batch_size={fits} or lower, or more examples."
             )
     common = dict(source=source, info=info, split="train", num_examples=num, training=True,
                   augment=augment, cutout=0, batch_size=per_batch, input_context=input_context,
@@ -188,7 +189,8 @@ def train_test_datasets(dataset="digits", batch_size=96, seed=0, data_dir=None, 
     if num_used < batch_size:
         raise DataError(
             f"the training set has {num_used} examples, fewer than batch_size={batch_size}, so no full batch "
-            f"exists; lower batch_size or use more examples."
+            f"exists; the largest batch that fits is {num_used}: use batch_size={num_used} or lower, or more "
+            f"examples."
         )
     train_ds = _pipeline(split="train", num_examples=num, indices=train_idx, training=True,
                          batch_size=per_batch, seed=_derive_seed(seed, _STREAM_TRAIN), repeat=repeat,

@@ -10,6 +10,8 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
+from hdas_tf.errors import UserError
+
 AUTOTUNE = tf.data.AUTOTUNE
 
 # Decoded images held in memory (eager folders) or cached by tf.data (TFDS sets) only below this size.
@@ -18,7 +20,7 @@ IN_MEMORY_MAX_BYTES = 512 << 20
 STATS_MAX_EXAMPLES = 10_000
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A data set is missing, malformed or inconsistent with the requested configuration."""
 
 

@@ -21,6 +21,7 @@ import warnings
 import keras
 import tensorflow as tf
 
+from hdas_tf.errors import ConfigError, GenotypeError
 from hdas_tf.nn import ops
 from hdas_tf.nn import convolutions
 from hdas_tf.nn.cells import FixedCell
@@ -143,9 +144,9 @@ class AuxiliaryHead(keras.layers.Layer):
     def build(self, shape):
         pooled, out = self._spatial(shape)
         if any(n is not None and n < 2 for n in pooled):
-            raise ValueError(f"AuxiliaryHead: input {tuple(shape)} is too small for the 5×5 pool (stride "
-                             f"{self.pool_stride}) and 2×2 conv; it needs at least {4 + self.pool_stride + 1} pixels "
-                             "a side (CIFAR 32×32 images give 8×8 here)")
+            raise ConfigError(f"AuxiliaryHead: input {tuple(shape)} is too small for the 5×5 pool (stride "
+                              f"{self.pool_stride}) and 2×2 conv; it needs at least {4 + self.pool_stride + 1} "
+                              "pixels a side (CIFAR 32×32 images give 8×8 here)")
         c1, c2 = AUX_CHANNELS
         self.kernel_1 = ops._kernel(self, (1, 1, shape[-1], c1), "kernel_1")
         self.kernel_2 = ops._kernel(self, (2, 2, c1, c2), "kernel_2")
@@ -192,13 +193,13 @@ class _EvalNetwork(keras.Model):
         name = type(self).__name__
         self.genotype = as_genotype(genotype)
         if self.genotype.cells is None:
-            raise ValueError(f"{name}: genotype {self.genotype.name!r} has stage DAGs but no cells; combine it "
-                             "with a cell genotype first (cells.with_stages(stages))")
+            raise GenotypeError(f"{name}: genotype {self.genotype.name!r} has stage DAGs but no cells; combine "
+                                "it with a cell genotype first (cells.with_stages(stages))")
         ops._check_positive(name, num_classes=num_classes, init_channels=init_channels)
         if layout not in LAYOUTS:
             raise ValueError(f"{name}: layout must be one of {LAYOUTS}, received {layout!r}")
         if layout == "imagenet" and init_channels < 2:
-            raise ValueError(f"{name}: the ImageNet stem halves init_channels, received {init_channels}")
+            raise ConfigError(f"{name}: the ImageNet stem halves init_channels, received {init_channels}")
         self.num_classes, self.init_channels, self.layout = num_classes, init_channels, layout
         self.auxiliary, self.pool_bn, self.use_drop_path = bool(auxiliary), bool(pool_bn), bool(drop_path)
         self._images_shape = None if input_shape is None else tuple(input_shape)
@@ -288,11 +289,11 @@ class ChainNetwork(_EvalNetwork):
         super().__init__(genotype, num_classes, init_channels, layout, auxiliary, pool_bn, drop_path, input_shape,
                          **kwargs)
         if not isinstance(layers, int) or layers < 3:
-            raise ValueError(f"ChainNetwork: layers must be an integer >= 3 (two reduction cells and a normal "
-                             f"one), received {layers!r}")
+            raise ConfigError(f"ChainNetwork: layers must be an integer >= 3 (two reduction cells and a normal "
+                              f"one), received {layers!r}")
         if layout == "imagenet" and init_channels % 2:
-            raise ValueError(f"ChainNetwork: the ImageNet layout needs an even init_channels (the first cell "
-                             f"halves stem0 with FactorizedReduce into two halves), received {init_channels}")
+            raise ConfigError(f"ChainNetwork: the ImageNet layout needs an even init_channels (the first cell "
+                              f"halves stem0 with FactorizedReduce into two halves), received {init_channels}")
         # ``layers`` is a keras.Model property (the sublayers), so the count lives under another name.
         self.num_cells = layers
         c = init_channels
@@ -377,8 +378,8 @@ class StageNetwork(_EvalNetwork):
         super().__init__(genotype, num_classes, init_channels, layout, auxiliary, pool_bn, drop_path, input_shape,
                          **kwargs)
         if self.genotype.stages is None and self.genotype.stage_lengths is None:
-            raise ValueError(f"StageNetwork: genotype {self.genotype.name!r} has no stage DAGs and no stage "
-                             "lengths; use ChainNetwork (or build_eval_network) for a chain of cells")
+            raise GenotypeError(f"StageNetwork: genotype {self.genotype.name!r} has no stage DAGs and no stage "
+                                "lengths; use ChainNetwork (or build_eval_network) for a chain of cells")
         c = init_channels
         self.stem = _stem_layers(layout, c, 4 * c)
         self.stages, self.reductions = [], []

@@ -10,25 +10,46 @@ import os
 
 from absl import logging
 
+from hdas_tf.errors import RunDirError
 from hdas_tf.files import write_json_atomic, write_text_atomic
 
 
+def check_run_dir(run_dir: str, resume: bool) -> None:
+    """Everything about ``run_dir`` that can be checked before a run writes anything: it is given, it is (or can
+    be made) a directory this process can write to, and it holds no other run unless resuming. Raises
+    RunDirError."""
+    if not run_dir:
+        raise RunDirError("no run directory given: pass --run_dir=DIR (a new directory, or a run's to --resume it)")
+    path = os.path.abspath(os.fspath(run_dir))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise RunDirError(f"run directory {run_dir} is a file, not a directory; choose another --run_dir")
+    existing = path
+    while not os.path.exists(existing):  # the nearest existing ancestor is the one that must be writable
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise RunDirError(f"cannot create run directory {run_dir}: {existing} is a file; choose another --run_dir")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RunDirError(f"cannot write to run directory {run_dir}: {existing} is not writable; choose a "
+                          "--run_dir you can write to")
+    ensure_fresh_or_resume(run_dir, resume)
+
+
 def ensure_fresh_or_resume(run_dir: str, resume: bool) -> None:
-    """Refuses to mix a new run into a directory that holds another run's checkpoints."""
+    """Refuses to mix a new run into a directory that holds another run's checkpoints (RunDirError)."""
     import tensorflow as tf  # only here: the mains call this before anything else needs TensorFlow
 
     ckpt = os.path.join(run_dir, "checkpoints")
     has = tf.train.latest_checkpoint(ckpt) is not None if os.path.isdir(ckpt) else False
     if has and not resume:
-        raise ValueError(f"{run_dir} already holds a run's checkpoints; pass --resume to continue it, "
-                         "or choose a new --run_dir")
+        raise RunDirError(f"{run_dir} already holds a run's checkpoints; pass --resume to continue it, "
+                          "or choose a new --run_dir")
 
 
 def start(run_dir: str, resume: bool, flag_lines, log_name: str, keep_flags_on_resume: bool = False) -> None:
-    """Opens ``run_dir`` for a main: checks it (``ensure_fresh_or_resume``), writes ``flags.cfg`` from
+    """Opens ``run_dir`` for a main: checks it (``check_run_dir``), writes ``flags.cfg`` from
     ``flag_lines`` (kept as it is when ``keep_flags_on_resume`` and the run resumes) and sends the progress log
-    to ``RUN_DIR/log_name`` as well as stderr. Raises ValueError, before writing anything, for a refused run."""
-    ensure_fresh_or_resume(run_dir, resume)
+    to ``RUN_DIR/log_name`` as well as stderr. Raises RunDirError, before writing anything, for a refused run."""
+    check_run_dir(run_dir, resume)
     os.makedirs(run_dir, exist_ok=True)
     path = os.path.join(run_dir, "flags.cfg")
     if not (keep_flags_on_resume and resume and os.path.exists(path)):

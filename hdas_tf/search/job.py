@@ -17,12 +17,13 @@ import tensorflow as tf
 from absl import logging
 
 from hdas_tf import data
+from hdas_tf.errors import ClusterError, GenotypeError
 from hdas_tf.files import save_npz_atomic, write_json_atomic
 from hdas_tf.nn.stages import derive_stage_genotype
 from hdas_tf.nn.supernets import ChainSupernet, StageSupernet
 from hdas_tf.run.loop import StepLoop
 from hdas_tf.run.optimizers import FlatSGD
-from hdas_tf.run.run_dir import ensure_fresh_or_resume, json_ready, write_config
+from hdas_tf.run.run_dir import check_run_dir, json_ready, write_config
 from hdas_tf.run.runtime import peak_rss_mib
 from hdas_tf.run.schedules import CosineEpochSchedule
 from hdas_tf.run.strategy import distributed_step, make_strategy
@@ -44,15 +45,26 @@ def stage2_edge_clusters(cfg: SearchConfig) -> clusters.EdgeClusters:
     hand_off = clusters.EdgeClusters.load(cfg.edge_clusters)
     groups = SearchSpace(cells=cfg.cells).cell_groups
     if set(hand_off.groups) != set(groups):
-        raise ValueError(f"edge clusters file {cfg.edge_clusters!r} has cell groups {list(hand_off.groups)}, but "
-                         f"cells={cfg.cells!r} searches {list(groups)}: run stage 2 with stage 1's --cells")
+        raise ClusterError(f"edge clusters file {cfg.edge_clusters!r} has cell groups {list(hand_off.groups)}, "
+                           f"but cells={cfg.cells!r} searches {list(groups)}: run stage 2 with stage 1's --cells")
     return hand_off
+
+
+def fixed_cells(cfg: SearchConfig) -> genotypes.Genotype:
+    """The fixed cell genotype of a stage or distribution search (GenotypeError if it has no cells)."""
+    genotype = registry.resolve(cfg.genotype)
+    if genotype.cells is None:
+        raise GenotypeError(f"genotype {cfg.genotype!r} has no cells; a {cfg.search} search needs a cell genotype "
+                            "(e.g. DARTS_V2, HC_DAS or a cell search's genotype.json)")
+    return genotype
 
 
 def check_inputs(cfg: SearchConfig) -> None:
     """Reads the files a config names (genotype, StacNAS clusters and hand-off) so that a bad one stops the run
-    before it writes anything; raises ValueError naming the file and the problem."""
-    if cfg.genotype:
+    before it writes anything; raises a UserError (GenotypeError, ClusterError) naming the file and the problem."""
+    if cfg.search != "cell":
+        fixed_cells(cfg)
+    elif cfg.genotype:
         registry.resolve(cfg.genotype)
     if cfg.stacnas == "clusters":
         stage1_clusters(cfg)
@@ -72,6 +84,30 @@ def search_input(cfg: SearchConfig):
         return train_ds, None, info
     weight_ds, arch_ds, info = data.search_datasets(cfg.dataset, train_portion=cfg.train_portion, **common)
     return weight_ds, None if cfg.update == "one_level" else arch_ds, info
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchInputs:
+    """The opened data of a search: the two halves of the search split (``arch_ds`` None for the one-level
+    update) and what the model needs to know."""
+
+    weight_ds: tf.data.Dataset
+    arch_ds: tf.data.Dataset | None
+    info: data.DataInfo
+    steps_per_epoch: int
+
+
+def open_inputs(cfg: SearchConfig) -> SearchInputs:
+    """Everything a search reads before it writes anything (BUILD_NOTES "Errors and exit codes"): the files the
+    config names (``check_inputs``) and the data set, opened and split (a missing set, a corrupt image or a
+    split too small for the batch raises DataError here)."""
+    check_inputs(cfg)
+    weight_ds, arch_ds, info = search_input(cfg.resolved())
+    steps_per_epoch = data.search_batches_per_epoch(info, cfg.batch_size, cfg.train_portion, cfg.num_examples)
+    if steps_per_epoch < 1:  # search_datasets refuses such splits already; kept as the loop's precondition
+        raise data.DataError(f"the weight half of {cfg.dataset} has fewer examples than one batch of "
+                             f"{cfg.batch_size}; lower batch_size or raise num_examples")
+    return SearchInputs(weight_ds, arch_ds, info, steps_per_epoch)
 
 
 def search_space(cfg: SearchConfig, num_classes: int) -> SearchSpace:
@@ -106,21 +142,12 @@ def derive_cell_genotype(arch: dict, space: SearchSpace, ranking: str = "softmax
     return genotypes.Genotype(cells=cells)
 
 
-def stage_cell_genotype(cfg: SearchConfig) -> genotypes.Genotype:
-    """The fixed cells of a stage or distribution search (``cfg.genotype``); raises ValueError without cells."""
-    cell_genotype = registry.resolve(cfg.genotype)
-    if cell_genotype.cells is None:
-        raise ValueError(f"genotype {cfg.genotype!r} has no cells; a stage search needs a cell genotype "
-                         "(e.g. DARTS_V2, HC_DAS or a cell search's genotype.json)")
-    return cell_genotype
-
-
 def make_supernet(cfg: SearchConfig, space: SearchSpace):
     """The supernet a config searches over ``space`` (``search_space``): the chain cell supernet, or the stage
     supernet on the config's fixed cells. ``hdas_tf.inspect`` reports exactly this network."""
     if cfg.search == "cell":
         return ChainSupernet(space, pool_bn=cfg.pool_bn)
-    return StageSupernet(space, stage_cell_genotype(cfg), pool_bn=cfg.pool_bn)
+    return StageSupernet(space, fixed_cells(cfg), pool_bn=cfg.pool_bn)
 
 
 def build_search(cfg: SearchConfig, strategy, info: data.DataInfo, steps_per_epoch: int):
@@ -130,7 +157,7 @@ def build_search(cfg: SearchConfig, strategy, info: data.DataInfo, steps_per_epo
         regularizer = None
         derive = lambda arch: derive_cell_genotype(arch, space, cfg.edge_ranking)  # noqa: E731
     else:
-        cell_genotype = stage_cell_genotype(cfg)
+        cell_genotype = fixed_cells(cfg)
         theta = None
         if cfg.theta == "flops":
             theta = stage_flops_share(cell_genotype, cfg.init_channels, info.image_shape[0])
@@ -358,19 +385,19 @@ class SearchLoop(StepLoop):
                 write_json_atomic(os.path.join(self.run_dir, f"{name}.json"), json.load(f))
 
 
-def run_search(cfg: SearchConfig, run_dir: str, resume: bool = False) -> dict:
-    """Runs (or resumes) a search in ``run_dir`` and returns the run summary written to run.json."""
+def run_search(cfg: SearchConfig, run_dir: str, resume: bool = False, inputs: SearchInputs | None = None) -> dict:
+    """Runs (or resumes) a search in ``run_dir`` and returns the run summary written to run.json. ``inputs``:
+    the ``open_inputs(cfg)`` of a caller that opened them already; a user's mistake (UserError) is raised
+    before anything is written."""
     t_start = time.monotonic()
     cfg = cfg.resolved()  # the per-data-set defaults (augment), so config.json records what ran
-    ensure_fresh_or_resume(run_dir, resume)
+    check_run_dir(run_dir, resume)
+    inputs = open_inputs(cfg) if inputs is None else inputs
+    weight_ds, arch_ds, info, steps_per_epoch = (inputs.weight_ds, inputs.arch_ds, inputs.info,
+                                                 inputs.steps_per_epoch)
     os.makedirs(run_dir, exist_ok=True)
     write_config(run_dir, cfg)
     strategy = make_strategy(cfg.strategy)
-    weight_ds, arch_ds, info = search_input(cfg)
-    steps_per_epoch = data.search_batches_per_epoch(info, cfg.batch_size, cfg.train_portion, cfg.num_examples)
-    if steps_per_epoch < 1:
-        raise ValueError(f"the weight half of {cfg.dataset} has fewer examples than one batch of {cfg.batch_size}; "
-                         "lower --batch_size or raise --num_examples")
     t_build = time.monotonic()
     space, model, derive = build_search(cfg, strategy, info, steps_per_epoch)
     build_s = time.monotonic() - t_build

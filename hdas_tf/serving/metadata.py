@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 from hdas_tf import data
+from hdas_tf.errors import UserError
 from hdas_tf.files import write_json_atomic
 
 DATA_INFO_FORMAT = "hdas_tf.data_info/1"
@@ -21,7 +22,7 @@ RESIZE_METHODS = ("resize", "center_crop")
 DEFAULT_CROP_FRACTION = data.IMAGENET_EVAL_CROP_FRACTION
 
 
-class ExportError(ValueError):
+class ExportError(UserError):
     """The model or its metadata cannot be exported as asked (nothing has been written)."""
 
 

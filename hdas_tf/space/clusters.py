@@ -23,6 +23,7 @@ import os
 
 import numpy as np
 
+from hdas_tf.errors import ClusterError
 from hdas_tf.space.derive import alpha_matrix
 from hdas_tf.space.op_registry import CELL_OPS, op_spec
 
@@ -62,31 +63,31 @@ def validate_clusters(clusters, where: str = "clusters") -> tuple[Cluster, ...]:
     """Checks a cluster set and returns it as a tuple; every error names the offending cluster."""
     clusters = tuple(clusters)
     if not clusters:
-        raise ValueError(f"{where}: no clusters")
+        raise ClusterError(f"{where}: no clusters")
     seen_names, seen_ops = set(), {}
     for c in clusters:
         if not isinstance(c, Cluster):
-            raise ValueError(f"{where}: expected Cluster entries, got {c!r}")
+            raise ClusterError(f"{where}: expected Cluster entries, got {c!r}")
         if not isinstance(c.name, str) or not c.name:
-            raise ValueError(f"{where}: a cluster needs a non-empty name, got {c.name!r}")
+            raise ClusterError(f"{where}: a cluster needs a non-empty name, got {c.name!r}")
         if c.name in seen_names:
-            raise ValueError(f"{where}: cluster name {c.name!r} appears twice")
+            raise ClusterError(f"{where}: cluster name {c.name!r} appears twice")
         seen_names.add(c.name)
         if not c.ops:
-            raise ValueError(f"{where}: cluster {c.name!r} has no ops")
+            raise ClusterError(f"{where}: cluster {c.name!r} has no ops")
         for op in c.ops:
             if op == "none":
-                raise ValueError(f"{where}: cluster {c.name!r} lists 'none'; 'none' is searched beside the "
-                                 "clusters, not inside one")
+                raise ClusterError(f"{where}: cluster {c.name!r} lists 'none'; 'none' is searched beside the "
+                                   "clusters, not inside one")
             if op not in CELL_OPS:
-                raise ValueError(f"{where}: cluster {c.name!r} has unknown op {op!r}; known ops: "
-                                 f"{', '.join(o for o in CELL_OPS if o != 'none')}")
+                raise ClusterError(f"{where}: cluster {c.name!r} has unknown op {op!r}; known ops: "
+                                   f"{', '.join(o for o in CELL_OPS if o != 'none')}")
             if op in seen_ops:
-                raise ValueError(f"{where}: op {op!r} is in both cluster {seen_ops[op]!r} and {c.name!r}")
+                raise ClusterError(f"{where}: op {op!r} is in both cluster {seen_ops[op]!r} and {c.name!r}")
             seen_ops[op] = c.name
         if c.representative not in c.ops:
-            raise ValueError(f"{where}: representative {c.representative!r} of cluster {c.name!r} is not one of "
-                             f"its ops {list(c.ops)}")
+            raise ClusterError(f"{where}: representative {c.representative!r} of cluster {c.name!r} is not one of "
+                               f"its ops {list(c.ops)}")
     return clusters
 
 
@@ -94,19 +95,19 @@ def clusters_from_dict(doc, where: str = "clusters document") -> tuple[Cluster, 
     """The cluster set of a ``hdas_tf.clusters/1`` document: ``{"format": ..., "clusters": [{"name": ...,
     "ops": [...], "representative": ...}, ...]}`` (``representative`` optional)."""
     if not isinstance(doc, dict) or "clusters" not in doc:
-        raise ValueError(f"{where}: expected a JSON object with a 'clusters' list")
+        raise ClusterError(f"{where}: expected a JSON object with a 'clusters' list")
     if doc.get("format", CLUSTERS_FORMAT) != CLUSTERS_FORMAT:
-        raise ValueError(f"{where}: unsupported format {doc['format']!r}; this version reads {CLUSTERS_FORMAT!r}")
+        raise ClusterError(f"{where}: unsupported format {doc['format']!r}; this version reads {CLUSTERS_FORMAT!r}")
     entries = doc["clusters"]
     if not isinstance(entries, list):
-        raise ValueError(f"{where}: 'clusters' must be a list")
+        raise ClusterError(f"{where}: 'clusters' must be a list")
     out = []
     for n, e in enumerate(entries):
         if not isinstance(e, dict) or not isinstance(e.get("ops"), list) or "name" not in e:
-            raise ValueError(f"{where}: cluster #{n} must be an object with 'name' and an 'ops' list, got {e!r}")
+            raise ClusterError(f"{where}: cluster #{n} must be an object with 'name' and an 'ops' list, got {e!r}")
         unknown = set(e) - {"name", "ops", "representative"}
         if unknown:
-            raise ValueError(f"{where}: cluster #{n} has unknown keys {sorted(unknown)}")
+            raise ClusterError(f"{where}: cluster #{n} has unknown keys {sorted(unknown)}")
         out.append(Cluster(e["name"], tuple(e["ops"]), e.get("representative")))
     return validate_clusters(out, where)
 
@@ -121,9 +122,9 @@ def _read_json(path, what: str):
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except FileNotFoundError:
-        raise ValueError(f"{what} file {path!r} does not exist") from None
+        raise ClusterError(f"{what} file {path!r} does not exist") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"cannot read {what} file {path!r}: {e}") from None
+        raise ClusterError(f"cannot read {what} file {path!r}: {e}") from None
 
 
 def load_clusters(path) -> tuple[Cluster, ...]:
@@ -155,19 +156,19 @@ class EdgeClusters:
                                                           else self.cells))
         object.__setattr__(self, "cells", cells)
         if not isinstance(self.steps, int) or self.steps < 1:
-            raise ValueError(f"edge clusters: steps must be a positive integer, got {self.steps!r}")
+            raise ClusterError(f"edge clusters: steps must be a positive integer, got {self.steps!r}")
         edges = sum(i + 2 for i in range(self.steps))
         known = {c.name for c in self.clusters}
         if not cells:
-            raise ValueError("edge clusters: no cell groups")
+            raise ClusterError("edge clusters: no cell groups")
         for group, names in cells:
             if len(names) != edges:
-                raise ValueError(f"edge clusters: group {group!r} has {len(names)} edges; {self.steps} nodes "
-                                 f"have {edges}")
+                raise ClusterError(f"edge clusters: group {group!r} has {len(names)} edges; {self.steps} nodes "
+                                   f"have {edges}")
             for k, name in enumerate(names):
                 if name not in known:
-                    raise ValueError(f"edge clusters: edge {k} of group {group!r} names unknown cluster {name!r}; "
-                                     f"clusters: {sorted(known)}")
+                    raise ClusterError(f"edge clusters: edge {k} of group {group!r} names unknown cluster {name!r}; "
+                                       f"clusters: {sorted(known)}")
 
     @property
     def groups(self) -> tuple[str, ...]:
@@ -191,20 +192,20 @@ class EdgeClusters:
     @classmethod
     def from_dict(cls, doc, where: str = "edge clusters document") -> EdgeClusters:
         if not isinstance(doc, dict):
-            raise ValueError(f"{where}: expected a JSON object")
+            raise ClusterError(f"{where}: expected a JSON object")
         if doc.get("format") != EDGE_CLUSTERS_FORMAT:
-            raise ValueError(f"{where}: format must be {EDGE_CLUSTERS_FORMAT!r} (a StacNAS stage-1 search writes "
-                             f"RUN_DIR/{HANDOFF_NAME}.json), got {doc.get('format')!r}")
+            raise ClusterError(f"{where}: format must be {EDGE_CLUSTERS_FORMAT!r} (a StacNAS stage-1 search writes "
+                               f"RUN_DIR/{HANDOFF_NAME}.json), got {doc.get('format')!r}")
         missing = {"steps", "clusters", "cells"} - set(doc)
         if missing:
-            raise ValueError(f"{where}: missing keys {sorted(missing)}")
+            raise ClusterError(f"{where}: missing keys {sorted(missing)}")
         if not isinstance(doc["cells"], dict) or not all(isinstance(v, list) for v in doc["cells"].values()):
-            raise ValueError(f"{where}: 'cells' must map each cell group to a list of cluster names")
+            raise ClusterError(f"{where}: 'cells' must map each cell group to a list of cluster names")
         clusters = clusters_from_dict({"clusters": doc["clusters"]}, where)
         try:
             return cls(clusters, doc["steps"], tuple(doc["cells"].items()))
         except ValueError as e:
-            raise ValueError(f"{where}: {e}") from None
+            raise ClusterError(f"{where}: {e}") from None
 
     @classmethod
     def load(cls, path) -> EdgeClusters:
@@ -222,8 +223,8 @@ def derive_edge_clusters(arch: dict, clusters, op_names, groups, steps: int = 4)
     """
     clusters = validate_clusters(clusters)
     if tuple(op_names) != representative_ops(clusters):
-        raise ValueError(f"stage-1 op set {list(op_names)} is not the clusters' representatives + 'none' "
-                         f"{list(representative_ops(clusters))}")
+        raise ClusterError(f"stage-1 op set {list(op_names)} is not the clusters' representatives + 'none' "
+                           f"{list(representative_ops(clusters))}")
     by_rep = {c.representative: c.name for c in clusters}
     columns = [o for o, name in enumerate(op_names) if name != "none"]
     shape = (sum(i + 2 for i in range(steps)), len(op_names))

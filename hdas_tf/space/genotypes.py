@@ -3,7 +3,7 @@ and reading and writing genotype files.
 
 All indices are 0-based, as in the JSON document. The dataclasses do not validate themselves (a parser may
 build a genotype over a custom op set and check it with that set); every boundary calls ``validate``, and
-every problem is a ValueError naming the offending entry.
+every problem is a ``GenotypeError`` (a ValueError) naming the offending entry.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import os
 import types
 from collections.abc import Mapping
 
+from hdas_tf.errors import GenotypeError
 from hdas_tf.files import write_text_atomic
 from hdas_tf.space.op_registry import CELL_OPS, STAGE_OPS
 
@@ -132,7 +133,7 @@ class Genotype:
             return "shared"
         if keys == set(STAGE_SPECIFIC_KEYS):
             return "stage_specific"
-        raise ValueError(_cell_keys_message(self.cells))
+        raise GenotypeError(_cell_keys_message(self.cells))
 
     def cell_for(self, group: str) -> CellGenotype:
         """The cell of a cell group (DESIGN §4: normal1, reduce1, normal2, reduce2, normal3).
@@ -141,17 +142,17 @@ class Genotype:
         genotype has no single 'normal'/'reduce' cell, so asking for one is an error.
         """
         if self.cells is None:
-            raise ValueError(f"genotype {self.name!r} has no cells (a stage-only genotype); combine it with a cell "
-                             "genotype first, e.g. cells.with_stages(this)")
+            raise GenotypeError(f"genotype {self.name!r} has no cells (a stage-only genotype); combine it with a cell "
+                                "genotype first, e.g. cells.with_stages(this)")
         if group not in _SHARED_GROUP:
-            raise ValueError(f"unknown cell group {group!r}; known groups: "
-                             f"{', '.join(STAGE_SPECIFIC_KEYS + SHARED_KEYS)}")
+            raise GenotypeError(f"unknown cell group {group!r}; known groups: "
+                                f"{', '.join(STAGE_SPECIFIC_KEYS + SHARED_KEYS)}")
         sharing = self.cell_sharing
         if sharing == "shared":
             return self.cells[_SHARED_GROUP[group]]
         if group in SHARED_KEYS:
-            raise ValueError(f"genotype {self.name!r} has stage-specific cells ({', '.join(STAGE_SPECIFIC_KEYS)}); "
-                             f"ask for one of those, not {group!r}")
+            raise GenotypeError(f"genotype {self.name!r} has stage-specific cells ({', '.join(STAGE_SPECIFIC_KEYS)}); "
+                                f"ask for one of those, not {group!r}")
         return self.cells[group]
 
     def stage_for(self, s: int) -> StageGenotype:
@@ -161,12 +162,12 @@ class Genotype:
         conventional chain of that length; without both there is no stage level to return.
         """
         if not is_int(s) or not 0 <= s <= 2:
-            raise ValueError(f"stage index must be 0, 1 or 2, got {s!r}")
+            raise GenotypeError(f"stage index must be 0, 1 or 2, got {s!r}")
         if self.stages is None:
             if self.stage_lengths is not None:
                 return chain_stage(self.stage_lengths[s])
-            raise ValueError(f"genotype {self.name!r} has no stage DAGs (chain stage level) and no stage_lengths; "
-                             "use chain_stage(n) for a chain stage of n cells")
+            raise GenotypeError(f"genotype {self.name!r} has no stage DAGs (chain stage level) and no stage_lengths; "
+                                "use chain_stage(n) for a chain stage of n cells")
         return self.stages[s if len(self.stages) == 3 else 0]
 
     def with_stages(self, other: Genotype) -> Genotype:
@@ -176,7 +177,7 @@ class Genotype:
         The name joins both names with '+'.
         """
         if not isinstance(other, Genotype):
-            raise ValueError(f"with_stages expects a Genotype, got {type(other).__name__}")
+            raise GenotypeError(f"with_stages expects a Genotype, got {type(other).__name__}")
         names = [n for n in (self.name, other.name) if n]
         return Genotype(cells=None if self.cells is None else dict(self.cells), stages=other.stages,
                         stage_lengths=other.stage_lengths, name="+".join(names) if names else None)
@@ -191,25 +192,25 @@ class Genotype:
                 stage cell j must be one of the last min(m, j+2) states, i.e. >= (j+2) - m.
         """
         if window is not None and (not is_int(window) or window < 1):
-            raise ValueError(f"window must be a positive integer, got {window!r}")
+            raise GenotypeError(f"window must be a positive integer, got {window!r}")
         if self.name is not None and not isinstance(self.name, str):
-            raise ValueError(f"name must be a string, got {self.name!r}")
+            raise GenotypeError(f"name must be a string, got {self.name!r}")
         if self.cells is None and self.stages is None:
-            raise ValueError("genotype is empty: it has neither cells nor stages")
+            raise GenotypeError("genotype is empty: it has neither cells nor stages")
         if self.cells is not None:
             if not isinstance(self.cells, Mapping):
-                raise ValueError(f"cells must be a mapping from cell key to cell, got {type(self.cells).__name__}")
+                raise GenotypeError(f"cells must be a mapping from cell key to cell, got {type(self.cells).__name__}")
             keys = set(self.cells)
             if keys != set(SHARED_KEYS) and keys != set(STAGE_SPECIFIC_KEYS):
-                raise ValueError(_cell_keys_message(self.cells))
+                raise GenotypeError(_cell_keys_message(self.cells))
             for key in _ordered_keys(self.cells):
                 validate_cell(self.cells[key], f"cell {key!r}")
         if self.stages is not None:
             if not isinstance(self.stages, tuple):
-                raise ValueError(f"stages must be a list of stage DAGs, got {type(self.stages).__name__}")
+                raise GenotypeError(f"stages must be a list of stage DAGs, got {type(self.stages).__name__}")
             if len(self.stages) not in (1, 3):
-                raise ValueError(f"stages: expected 3 stage DAGs (stage-specific) or 1 (shared by all stages), "
-                                 f"got {len(self.stages)}")
+                raise GenotypeError(f"stages: expected 3 stage DAGs (stage-specific) or 1 (shared by all stages), "
+                                    f"got {len(self.stages)}")
             for s, stage in enumerate(self.stages):
                 validate_stage(stage, f"stage {s}")
                 if window is not None:
@@ -217,13 +218,13 @@ class Genotype:
         if self.stage_lengths is not None:
             lengths = self.stage_lengths
             if not (isinstance(lengths, tuple) and len(lengths) == 3 and all(is_int(n) and n > 0 for n in lengths)):
-                raise ValueError(f"stage_lengths: expected 3 positive integers (cells per stage), got {lengths!r}")
+                raise GenotypeError(f"stage_lengths: expected 3 positive integers (cells per stage), got {lengths!r}")
             if self.stages is not None:
                 for s in range(3):
                     n_cells = len(self.stage_for(s).cells)
                     if n_cells != lengths[s]:
-                        raise ValueError(f"stage {s}: the DAG has {n_cells} cells but stage_lengths[{s}] is "
-                                         f"{lengths[s]}")
+                        raise GenotypeError(f"stage {s}: the DAG has {n_cells} cells but stage_lengths[{s}] is "
+                                            f"{lengths[s]}")
 
     # --- Serialisation ---
 
@@ -256,29 +257,29 @@ class Genotype:
         to its last two cells, (n, n+1).
         """
         if not isinstance(d, Mapping):
-            raise ValueError(f"a genotype document must be a JSON object, got {type(d).__name__}")
+            raise GenotypeError(f"a genotype document must be a JSON object, got {type(d).__name__}")
         if "format" in d:
             if d["format"] != FORMAT:
-                raise ValueError(f"unsupported genotype format {d['format']!r}; this version reads {FORMAT!r}")
+                raise GenotypeError(f"unsupported genotype format {d['format']!r}; this version reads {FORMAT!r}")
         elif "cells" not in d and "stages" not in d:
-            raise ValueError(f"not a genotype document: no 'format' key (expected {FORMAT!r}) and no 'cells' or "
-                             "'stages'")
+            raise GenotypeError(f"not a genotype document: no 'format' key (expected {FORMAT!r}) and no 'cells' or "
+                                "'stages'")
         unknown = [k for k in d if k not in _DOC_KEYS]
         if unknown:
-            raise ValueError(f"unknown genotype document keys {unknown!r}; known keys: {', '.join(_DOC_KEYS)}")
+            raise GenotypeError(f"unknown genotype document keys {unknown!r}; known keys: {', '.join(_DOC_KEYS)}")
         cells = d.get("cells")
         if cells is not None:
             if not isinstance(cells, Mapping):
-                raise ValueError(f"cells must be an object mapping cell key to cell, got {type(cells).__name__}")
+                raise GenotypeError(f"cells must be an object mapping cell key to cell, got {type(cells).__name__}")
             cells = {key: _cell_from_json(entry, f"cell {key!r}") for key, entry in cells.items()}
         stages = d.get("stages")
         if stages is not None:
             if not isinstance(stages, (list, tuple)):
-                raise ValueError(f"stages must be a list of stage DAGs, got {type(stages).__name__}")
+                raise GenotypeError(f"stages must be a list of stage DAGs, got {type(stages).__name__}")
             stages = tuple(_stage_from_json(entry, f"stage {s}") for s, entry in enumerate(stages))
         lengths = d.get("stage_lengths")
         if lengths is not None and not isinstance(lengths, (list, tuple)):
-            raise ValueError(f"stage_lengths: expected 3 positive integers (cells per stage), got {lengths!r}")
+            raise GenotypeError(f"stage_lengths: expected 3 positive integers (cells per stage), got {lengths!r}")
         genotype = cls(cells=cells, stages=stages, stage_lengths=lengths, name=d.get("name"))
         genotype.validate()
         return genotype
@@ -291,7 +292,7 @@ class Genotype:
         try:
             doc = json.loads(text)
         except (TypeError, json.JSONDecodeError) as e:
-            raise ValueError(f"not a genotype JSON document: {e}") from None
+            raise GenotypeError(f"not a genotype JSON document: {e}") from None
         return cls.from_dict(doc)
 
     def save(self, path) -> None:
@@ -310,9 +311,9 @@ class Genotype:
             with open(path, encoding="utf-8") as f:
                 text = f.read()
         except FileNotFoundError:
-            raise ValueError(f"genotype file {path!r} does not exist") from None
+            raise GenotypeError(f"genotype file {path!r} does not exist") from None
         except (OSError, UnicodeDecodeError) as e:
-            raise ValueError(f"cannot read genotype file {path!r}: {e}") from None
+            raise GenotypeError(f"cannot read genotype file {path!r}: {e}") from None
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as e:
@@ -320,16 +321,16 @@ class Genotype:
             from hdas_tf.space import pytorch_import
 
             if not pytorch_import.looks_like_pytorch_string(text):
-                raise ValueError(f"{path}: neither a genotype JSON document ({e}) nor a PyTorch genotype "
-                                 "string") from None
+                raise GenotypeError(f"{path}: neither a genotype JSON document ({e}) nor a PyTorch genotype "
+                                    "string") from None
             try:
                 return pytorch_import.from_pytorch_string(text)
             except ValueError as e2:
-                raise ValueError(f"{path}: {e2}") from None
+                raise GenotypeError(f"{path}: {e2}") from None
         try:
             return cls.from_dict(doc)
         except ValueError as e:
-            raise ValueError(f"{path}: {e}") from None
+            raise GenotypeError(f"{path}: {e}") from None
 
 
 # === Validation ===
@@ -358,26 +359,26 @@ def _check_edges(edges, where: str, op_names, max_src: int, what: str) -> None:
     """The rules shared by cell nodes and stage cells (DESIGN §6): known non-'none' ops, integer sources
     in 0..max_src, at most one edge per source."""
     if not isinstance(edges, (tuple, list)) or not edges:
-        raise ValueError(f"{where} has no edges; every {what} needs at least one (op, source) edge, got {edges!r}")
+        raise GenotypeError(f"{where} has no edges; every {what} needs at least one (op, source) edge, got {edges!r}")
     seen = {}
     for e, edge in enumerate(edges):
         if not isinstance(edge, (tuple, list)) or len(edge) != 2:
-            raise ValueError(f"{where} edge {e}: expected an (op, source) pair, got {edge!r}")
+            raise GenotypeError(f"{where} edge {e}: expected an (op, source) pair, got {edge!r}")
         op, src = edge
         if not isinstance(op, str):
-            raise ValueError(f"{where} edge {e}: op must be a string, got {op!r}")
+            raise GenotypeError(f"{where} edge {e}: op must be a string, got {op!r}")
         if op == "none":
             # 'none' only exists in the search space: a derived edge is either there or not.
-            raise ValueError(f"{where} edge {e}: op 'none' is not allowed in a derived genotype")
+            raise GenotypeError(f"{where} edge {e}: op 'none' is not allowed in a derived genotype")
         if op_names is not None and op not in op_names:
-            raise ValueError(f"{where} edge {e}: unknown op {op!r}; known ops: {_known_ops(op_names)}")
+            raise GenotypeError(f"{where} edge {e}: unknown op {op!r}; known ops: {_known_ops(op_names)}")
         if not is_int(src):
-            raise ValueError(f"{where} edge {e}: source must be an integer, got {src!r}")
+            raise GenotypeError(f"{where} edge {e}: source must be an integer, got {src!r}")
         if not 0 <= src <= max_src:
-            raise ValueError(f"{where} edge {e}: source {src} out of range; valid sources are 0..{max_src}")
+            raise GenotypeError(f"{where} edge {e}: source {src} out of range; valid sources are 0..{max_src}")
         if src in seen:
-            raise ValueError(f"{where} edge {e}: duplicate source {src} (edge {seen[src]} already reads it); "
-                             f"a source feeds a {what} at most once")
+            raise GenotypeError(f"{where} edge {e}: duplicate source {src} (edge {seen[src]} already reads it); "
+                                f"a source feeds a {what} at most once")
         seen[src] = e
 
 
@@ -391,10 +392,10 @@ def validate_cell(cell: CellGenotype, where: str, op_names=CELL_OPS, inputs: int
         inputs: int. Number of cell inputs (sources 0..inputs-1). Defaults to 2.
     """
     if not isinstance(cell, CellGenotype):
-        raise ValueError(f"{where}: expected a CellGenotype, got {type(cell).__name__}")
+        raise GenotypeError(f"{where}: expected a CellGenotype, got {type(cell).__name__}")
     nodes = cell.nodes
     if not isinstance(nodes, tuple) or not nodes:
-        raise ValueError(f"{where}: nodes must be a non-empty list of nodes, got {nodes!r}")
+        raise GenotypeError(f"{where}: nodes must be a non-empty list of nodes, got {nodes!r}")
     for i, node in enumerate(nodes):
         _check_edges(node, f"{where} node {i}", op_names, max_src=i + inputs - 1, what="node")
     _check_cell_concat(cell.concat, where, low=inputs, high=inputs + len(nodes) - 1)
@@ -403,13 +404,13 @@ def validate_cell(cell: CellGenotype, where: str, op_names=CELL_OPS, inputs: int
 def _check_cell_concat(concat, where: str, low: int, high: int) -> None:
     # Only intermediate nodes: an input state of a reduction cell has the wrong spatial size to concat.
     if not isinstance(concat, tuple) or not concat:
-        raise ValueError(f"{where} concat: expected a non-empty list of node indices, got {concat!r}")
+        raise GenotypeError(f"{where} concat: expected a non-empty list of node indices, got {concat!r}")
     for c in concat:
         if not is_int(c) or not low <= c <= high:
-            raise ValueError(f"{where} concat: index {c!r} out of range; valid indices are {low}..{high} (the "
-                             "intermediate nodes)")
+            raise GenotypeError(f"{where} concat: index {c!r} out of range; valid indices are {low}..{high} (the "
+                                "intermediate nodes)")
     if len(set(concat)) != len(concat):
-        raise ValueError(f"{where} concat: duplicate index in {list(concat)}")
+        raise GenotypeError(f"{where} concat: duplicate index in {list(concat)}")
 
 
 def validate_stage(stage: StageGenotype, where: str, op_names=STAGE_OPS) -> None:
@@ -418,20 +419,20 @@ def validate_stage(stage: StageGenotype, where: str, op_names=STAGE_OPS) -> None
     ``op_names=None`` checks the structure only (any op name).
     """
     if not isinstance(stage, StageGenotype):
-        raise ValueError(f"{where}: expected a StageGenotype, got {type(stage).__name__}")
+        raise GenotypeError(f"{where}: expected a StageGenotype, got {type(stage).__name__}")
     cells = stage.cells
     if not isinstance(cells, tuple) or not cells:
-        raise ValueError(f"{where}: cells must be a non-empty list of cells, got {cells!r}")
+        raise GenotypeError(f"{where}: cells must be a non-empty list of cells, got {cells!r}")
     for j, cell in enumerate(cells):
         _check_edges(cell, f"{where} cell {j}", op_names, max_src=j + 1, what="cell")
     concat, high = stage.concat, len(cells) + 1
     if not (isinstance(concat, tuple) and len(concat) == 2 and all(is_int(c) for c in concat)):
-        raise ValueError(f"{where} concat: expected two state indices, got {concat!r}")
+        raise GenotypeError(f"{where} concat: expected two state indices, got {concat!r}")
     for c in concat:
         if not 0 <= c <= high:
-            raise ValueError(f"{where} concat: state index {c} out of range; valid states are 0..{high}")
+            raise GenotypeError(f"{where} concat: state index {c} out of range; valid states are 0..{high}")
     if concat[0] == concat[1]:
-        raise ValueError(f"{where} concat: the two state indices must differ, got {list(concat)}")
+        raise GenotypeError(f"{where} concat: the two state indices must differ, got {list(concat)}")
 
 
 def _check_window(stage: StageGenotype, where: str, window: int) -> None:
@@ -440,8 +441,8 @@ def _check_window(stage: StageGenotype, where: str, window: int) -> None:
         low = max(0, j + 2 - window)
         for e, (_, src) in enumerate(cell):
             if src < low:
-                raise ValueError(f"{where} cell {j} edge {e}: source {src} is outside the sliding window of {window} "
-                                 f"states; valid sources are {low}..{j + 1}")
+                raise GenotypeError(f"{where} cell {j} edge {e}: source {src} is outside the sliding window "
+                                    f"of {window} states; valid sources are {low}..{j + 1}")
 
 
 # === JSON helpers ===
@@ -453,11 +454,11 @@ def _edges_to_json(edges) -> list:
 
 def _edges_from_json(edges, where: str) -> tuple:
     if not isinstance(edges, (list, tuple)):
-        raise ValueError(f"{where}: expected a list of [op, source] edges, got {edges!r}")
+        raise GenotypeError(f"{where}: expected a list of [op, source] edges, got {edges!r}")
     out = []
     for e, edge in enumerate(edges):
         if not isinstance(edge, (list, tuple)) or len(edge) != 2:
-            raise ValueError(f"{where} edge {e}: expected [op, source], got {edge!r}")
+            raise GenotypeError(f"{where} edge {e}: expected [op, source], got {edge!r}")
         out.append(tuple(edge))
     return tuple(out)
 
@@ -468,35 +469,35 @@ def _cell_from_json(entry, where: str) -> CellGenotype:
     elif isinstance(entry, Mapping):
         unknown = [k for k in entry if k not in ("nodes", "concat")]
         if unknown or "nodes" not in entry:
-            raise ValueError(f"{where}: expected keys 'nodes' and optionally 'concat', got {list(entry)!r}")
+            raise GenotypeError(f"{where}: expected keys 'nodes' and optionally 'concat', got {list(entry)!r}")
         nodes, concat = entry["nodes"], entry.get("concat")
     else:
-        raise ValueError(f"{where}: expected an object with 'nodes' or a list of nodes, got {entry!r}")
+        raise GenotypeError(f"{where}: expected an object with 'nodes' or a list of nodes, got {entry!r}")
     if not isinstance(nodes, (list, tuple)):
-        raise ValueError(f"{where}: nodes must be a list of nodes, got {nodes!r}")
+        raise GenotypeError(f"{where}: nodes must be a list of nodes, got {nodes!r}")
     nodes = tuple(_edges_from_json(node, f"{where} node {i}") for i, node in enumerate(nodes))
     if concat is None:
         concat = tuple(range(2, 2 + len(nodes)))
     elif not isinstance(concat, (list, tuple)):
-        raise ValueError(f"{where} concat: expected a list of node indices, got {concat!r}")
+        raise GenotypeError(f"{where} concat: expected a list of node indices, got {concat!r}")
     return CellGenotype(nodes=nodes, concat=tuple(concat))
 
 
 def _stage_from_json(entry, where: str) -> StageGenotype:
     if not isinstance(entry, Mapping):
-        raise ValueError(f"{where}: expected an object with 'cells' and 'concat', got {entry!r}")
+        raise GenotypeError(f"{where}: expected an object with 'cells' and 'concat', got {entry!r}")
     unknown = [k for k in entry if k not in ("cells", "concat")]
     if unknown or "cells" not in entry:
-        raise ValueError(f"{where}: expected keys 'cells' and optionally 'concat', got {list(entry)!r}")
+        raise GenotypeError(f"{where}: expected keys 'cells' and optionally 'concat', got {list(entry)!r}")
     cells = entry["cells"]
     if not isinstance(cells, (list, tuple)):
-        raise ValueError(f"{where}: cells must be a list of cells, got {cells!r}")
+        raise GenotypeError(f"{where}: cells must be a list of cells, got {cells!r}")
     cells = tuple(_edges_from_json(cell, f"{where} cell {j}") for j, cell in enumerate(cells))
     concat = entry.get("concat")
     if concat is None:
         concat = (len(cells), len(cells) + 1)  # the last two cells, as in the chain (DESIGN §4)
     elif not isinstance(concat, (list, tuple)):
-        raise ValueError(f"{where} concat: expected two state indices, got {concat!r}")
+        raise GenotypeError(f"{where} concat: expected two state indices, got {concat!r}")
     return StageGenotype(cells=cells, concat=tuple(concat))
 
 
@@ -509,7 +510,7 @@ def chain_stage(n: int) -> StageGenotype:
     """The conventional DARTS stage as a DAG: cell j takes [skip j, skip j+1]; the output is the last
     two cells, states (n, n+1)."""
     if not is_int(n) or n < 1:
-        raise ValueError(f"a chain stage needs a positive number of cells, got {n!r}")
+        raise GenotypeError(f"a chain stage needs a positive number of cells, got {n!r}")
     return StageGenotype(cells=tuple((("skip_connect", j), ("skip_connect", j + 1)) for j in range(n)),
                          concat=(n, n + 1))
 

@@ -8,6 +8,7 @@ import dataclasses
 import re
 import textwrap
 
+from hdas_tf.errors import GenotypeError
 from hdas_tf.space.genotypes import SHARED_KEYS, STAGE_SPECIFIC_KEYS, CellGenotype, Genotype, StageGenotype, is_int
 
 # Field order of the namedtuples in the DARTS and H-DAS repositories; positional arguments bind in this order.
@@ -47,7 +48,7 @@ def _literal(node, top: bool = False):
     """The value of an AST node built only from accepted constructs; anything else is a ValueError."""
     if isinstance(node, ast.Constant):
         if isinstance(node.value, bool) or not isinstance(node.value, (str, int)):
-            raise ValueError(f"unsupported constant {node.value!r} at {_pos(node)}; accepted: {_ACCEPTED}")
+            raise GenotypeError(f"unsupported constant {node.value!r} at {_pos(node)}; accepted: {_ACCEPTED}")
         return node.value
     if (
         isinstance(node, ast.UnaryOp)
@@ -61,7 +62,7 @@ def _literal(node, top: bool = False):
     if isinstance(node, ast.Call):
         func = node.func.id if isinstance(node.func, ast.Name) else None
         if func is None:
-            raise ValueError(
+            raise GenotypeError(
                 f"unsupported construct: call of a non-name ({type(node.func).__name__}) at {_pos(node)}; "
                 f"accepted: {_ACCEPTED}"
             )
@@ -69,30 +70,30 @@ def _literal(node, top: bool = False):
             return _range(node)
         if func in _PT_FIELDS:
             if not top:
-                raise ValueError(f"unsupported construct: nested {func}(...) at {_pos(node)}")
+                raise GenotypeError(f"unsupported construct: nested {func}(...) at {_pos(node)}")
             return _PtCall(func, _bind(node, func))
-        raise ValueError(f"unsupported construct: call of {func!r} at {_pos(node)}; accepted: {_ACCEPTED}")
-    raise ValueError(f"unsupported construct {type(node).__name__} at {_pos(node)}; accepted: {_ACCEPTED}")
+        raise GenotypeError(f"unsupported construct: call of {func!r} at {_pos(node)}; accepted: {_ACCEPTED}")
+    raise GenotypeError(f"unsupported construct {type(node).__name__} at {_pos(node)}; accepted: {_ACCEPTED}")
 
 
 def _range(node: ast.Call) -> list:
     if node.keywords or not 1 <= len(node.args) <= 3:
-        raise ValueError(f"range(...) at {_pos(node)} must have 1 to 3 positional integer arguments")
+        raise GenotypeError(f"range(...) at {_pos(node)} must have 1 to 3 positional integer arguments")
     args = [_literal(a) for a in node.args]
     if not all(is_int(a) for a in args):
-        raise ValueError(f"range(...) at {_pos(node)} must have integer arguments, got {args!r}")
+        raise GenotypeError(f"range(...) at {_pos(node)} must have integer arguments, got {args!r}")
     if args[-1] == 0 and len(args) == 3:
-        raise ValueError(f"range(...) at {_pos(node)} has step 0")
+        raise GenotypeError(f"range(...) at {_pos(node)} has step 0")
     r = range(*args)
     if len(r) > _MAX_RANGE:
-        raise ValueError(f"range(...) at {_pos(node)} has {len(r)} elements; a genotype index range is short")
+        raise GenotypeError(f"range(...) at {_pos(node)} has {len(r)} elements; a genotype index range is short")
     return list(r)
 
 
 def _bind(node: ast.Call, kind: str) -> dict:
     fields = _PT_FIELDS[kind]
     if len(node.args) > len(fields):
-        raise ValueError(
+        raise GenotypeError(
             f"{kind}(...) at {_pos(node)} has {len(node.args)} positional arguments; at most {len(fields)}"
         )
     bound = {}
@@ -100,15 +101,15 @@ def _bind(node: ast.Call, kind: str) -> dict:
         bound[field] = _literal(arg)
     for kw in node.keywords:
         if kw.arg is None:
-            raise ValueError(f"unsupported construct: **-argument in {kind}(...) at {_pos(kw.value)}")
+            raise GenotypeError(f"unsupported construct: **-argument in {kind}(...) at {_pos(kw.value)}")
         if kw.arg not in fields:
-            raise ValueError(f"{kind}(...) at {_pos(node)}: unknown field {kw.arg!r}; fields: {', '.join(fields)}")
+            raise GenotypeError(f"{kind}(...) at {_pos(node)}: unknown field {kw.arg!r}; fields: {', '.join(fields)}")
         if kw.arg in bound:
-            raise ValueError(f"{kind}(...) at {_pos(node)}: field {kw.arg!r} given twice")
+            raise GenotypeError(f"{kind}(...) at {_pos(node)}: field {kw.arg!r} given twice")
         bound[kw.arg] = _literal(kw.value)
     for field in fields:
         if not field.endswith("_concat") and field not in bound:
-            raise ValueError(f"{kind}(...) at {_pos(node)} is missing field {field!r}")
+            raise GenotypeError(f"{kind}(...) at {_pos(node)} is missing field {field!r}")
     return bound
 
 
@@ -120,14 +121,14 @@ def _pt_nodes(value, where: str) -> tuple:
     """Nodes from a PyTorch edge list: DARTS' flat list (2 edges per node, in node order) or the nested
     list of pt.darts / H-DAS (one list of edges per node)."""
     if not isinstance(value, list) or not value:
-        raise ValueError(f"{where}: expected a non-empty list of (op, source) edges, got {value!r}")
+        raise GenotypeError(f"{where}: expected a non-empty list of (op, source) edges, got {value!r}")
     if all(_is_edge(x) for x in value):
         if len(value) % 2:
-            raise ValueError(f"{where}: a flat edge list holds 2 edges per node; got an odd number ({len(value)})")
+            raise GenotypeError(f"{where}: a flat edge list holds 2 edges per node; got an odd number ({len(value)})")
         return tuple((tuple(value[i]), tuple(value[i + 1])) for i in range(0, len(value), 2))
     if all(isinstance(x, list) and x and all(_is_edge(y) for y in x) for x in value):
         return tuple(tuple(tuple(y) for y in x) for x in value)
-    raise ValueError(
+    raise GenotypeError(
         f"{where}: expected a flat list of (op, source) edges or a list of such lists (one per node), "
         f"got {value!r}"
     )
@@ -137,7 +138,7 @@ def _pt_concat(value, where: str, default: tuple) -> tuple:
     if value is None:
         return default
     if not isinstance(value, list):
-        raise ValueError(f"{where}: expected a list or range of indices, got {value!r}")
+        raise GenotypeError(f"{where}: expected a list or range of indices, got {value!r}")
     return tuple(value)
 
 
@@ -163,19 +164,19 @@ def from_pytorch_string(text: str, name: str | None = None) -> Genotype:
     naming the construct and its position.
     """
     if not isinstance(text, str):
-        raise ValueError(f"expected a genotype string, got {type(text).__name__}")
+        raise GenotypeError(f"expected a genotype string, got {type(text).__name__}")
     if len(text) > _MAX_TEXT:
-        raise ValueError(f"genotype string is {len(text)} characters long; refusing more than {_MAX_TEXT}")
+        raise GenotypeError(f"genotype string is {len(text)} characters long; refusing more than {_MAX_TEXT}")
     try:
         module = ast.parse(textwrap.dedent(text), mode="exec")  # dedent keeps reported positions exact
     except SyntaxError as e:
-        raise ValueError(
+        raise GenotypeError(
             f"not a genotype string: syntax error at line {e.lineno}, column {e.offset}: {e.msg}"
         ) from None
     except (ValueError, RecursionError, MemoryError) as e:
-        raise ValueError(f"not a genotype string: {type(e).__name__}: {e}") from None
+        raise GenotypeError(f"not a genotype string: {type(e).__name__}: {e}") from None
     if len(module.body) != 1:
-        raise ValueError(
+        raise GenotypeError(
             f"expected a single genotype expression or `NAME = Genotype(...)`, found {len(module.body)} statements"
         )
     stmt = module.body[0]
@@ -184,14 +185,14 @@ def from_pytorch_string(text: str, name: str | None = None) -> Genotype:
     elif isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
         target = stmt.targets[0].id
     else:
-        raise ValueError(
+        raise GenotypeError(
             f"unsupported statement {type(stmt).__name__} at {_pos(stmt)}; expected a genotype expression "
             "or `NAME = Genotype(...)`"
         )
     try:
         value = _literal(stmt.value, top=True)
     except RecursionError:
-        raise ValueError("genotype string is nested too deeply") from None
+        raise GenotypeError("genotype string is nested too deeply") from None
     name = name if name is not None else target
 
     if isinstance(value, _PtCall):
@@ -213,7 +214,7 @@ def from_pytorch_string(text: str, name: str | None = None) -> Genotype:
             genotype = Genotype(cells=cells, name=name)
     elif isinstance(value, list):
         if len(value) != 16 or not all(_is_edge(x) for x in value):
-            raise ValueError(
+            raise GenotypeError(
                 "a bare list must hold 16 (op, source) pairs: the normal cell's 8 edges, then the reduce "
                 f"cell's 8; got {len(value)} entries"
             )
@@ -225,7 +226,7 @@ def from_pytorch_string(text: str, name: str | None = None) -> Genotype:
             name=name,
         )
     else:
-        raise ValueError(
+        raise GenotypeError(
             f"expected Genotype(...), Genotype2(...), Genotype3(...) or a list of 16 edges, got {value!r}"
         )
     genotype.validate()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+from hdas_tf.errors import GenotypeError
 from hdas_tf.space.genotypes import CellGenotype, Genotype, StageGenotype
 
 _MAX, _AVG, _SKIP = "max_pool_3x3", "avg_pool_3x3", "skip_connect"
@@ -110,7 +111,7 @@ def resolve(spec: str) -> Genotype:
     A registry name wins over a file of the same name in the working directory.
     """
     if not isinstance(spec, (str, os.PathLike)):
-        raise ValueError(f"expected a registry name or a genotype file path, got {spec!r}")
+        raise GenotypeError(f"expected a registry name or a genotype file path, got {spec!r}")
     spec = os.fspath(spec)
     by_lower = {name.lower(): genotype for name, genotype in REGISTRY.items()}
     if spec.lower() in by_lower:
@@ -118,8 +119,8 @@ def resolve(spec: str) -> Genotype:
     if os.path.isfile(spec):
         return Genotype.load(spec)
     if os.path.exists(spec):
-        raise ValueError(f"genotype path {spec!r} exists but is not a file")
-    raise ValueError(
+        raise GenotypeError(f"genotype path {spec!r} exists but is not a file")
+    raise GenotypeError(
         f"unknown genotype {spec!r}: not a registry name (known: {', '.join(REGISTRY)}) "
         f"and the file {spec!r} does not exist"
     )

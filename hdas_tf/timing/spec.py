@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from hdas_tf.errors import UserError
+
 CONFIGS = ("cell_search", "stage_search", "distribution_search", "train", "inference", "input")
 SEARCH_CONFIGS = {"cell_search": "cell", "stage_search": "stage", "distribution_search": "distribution"}
 # Global batch when --batch is not given: the paper's search batch, the issue's training row, a serving batch.
@@ -22,7 +24,7 @@ OWN_FIELDS = {"search": "--config", "cells": "--cells", "stage": "--stage", "gen
               "drop_path_rate": "--drop_path_rate", "dataset": "--dataset", "data_dir": "--data_dir"}
 
 
-class SpecError(ValueError):
+class SpecError(UserError):
     """A benchmark that cannot run as asked; the message names the flag (the main reports it as a usage error)."""
 
 

@@ -18,12 +18,13 @@ import tensorflow as tf
 from absl import logging
 
 from hdas_tf import data
+from hdas_tf.errors import RunDirError
 from hdas_tf.files import atomic_path, write_json_atomic
 from hdas_tf.nn.eval_networks import build_eval_network, drop_path_rate_at
 from hdas_tf.nn.macs import count_macs, count_params
 from hdas_tf.run.loop import StepLoop
 from hdas_tf.run.optimizers import FlatSGD
-from hdas_tf.run.run_dir import ensure_fresh_or_resume, json_ready, write_config
+from hdas_tf.run.run_dir import check_run_dir, json_ready, load_history, write_config
 from hdas_tf.run.runtime import peak_rss_mib
 from hdas_tf.run.schedules import learning_rate_schedule
 from hdas_tf.run.strategy import distributed_step, make_strategy
@@ -48,6 +49,30 @@ class TrainJob:
         self.cfg, self.run_dir, self.resume = cfg, os.fspath(run_dir), bool(resume)
         self.genotype = combine_genotypes(cfg.genotype, cfg.stage_genotype)  # fails before any work
         self.network = self.model = self.strategy = None
+        self._inputs = None
+
+    def prepare(self) -> None:
+        """Everything the run reads before it writes anything (BUILD_NOTES "Errors and exit codes"): the run
+        directory, the genotype a resumed run trains, and the data set, opened (a missing set, a corrupt image or
+        a training set smaller than the batch raises DataError). ``run`` calls it when the caller has not."""
+        if self._inputs is not None:
+            return
+        check_run_dir(self.run_dir, self.resume)
+        self._check_same_genotype()
+        self._inputs = self._datasets()
+        if self._inputs[3] < 1:  # train_test_datasets refuses such sets already; kept as the loop's precondition
+            raise data.DataError(f"the training set has fewer examples than one batch of {self.cfg.batch_size}")
+        self._check_same_steps_per_epoch(self._inputs[3])
+
+    def _check_same_steps_per_epoch(self, steps_per_epoch: int) -> None:
+        # A checkpoint is at the end of an epoch of the run's own length; history.json records where each epoch
+        # ended, so a resume with another batch or data size is refused before flags.cfg is rewritten.
+        history = load_history(self.run_dir, lambda h: True) if self.resume else []
+        if history and history[-1]["step"] != history[-1]["epoch"] * steps_per_epoch:
+            raise RunDirError(f"{self.run_dir} ran {history[-1]['step'] // history[-1]['epoch']} steps per epoch, "
+                              f"this configuration has {steps_per_epoch}; resume with the run's --batch_size, "
+                              f"--num_examples and --validation_fraction (see "
+                              f"{os.path.join(self.run_dir, 'flags.cfg')})")
 
     def _datasets(self):
         cfg = self.cfg
@@ -63,19 +88,16 @@ class TrainJob:
     def run(self) -> dict:
         cfg, run_dir = self.cfg, self.run_dir
         t_start = time.monotonic()
-        ensure_fresh_or_resume(run_dir, self.resume)
+        self.prepare()
+        train_ds, eval_ds, info, steps_per_epoch = self._inputs
         os.makedirs(run_dir, exist_ok=True)
-        self._check_same_genotype()
         write_config(run_dir, cfg)
         self.genotype.save(os.path.join(run_dir, "genotype.json"))
         self.strategy = make_strategy(cfg.strategy)
-        train_ds, eval_ds, info, steps_per_epoch = self._datasets()
         # What an export needs to serve the model (normalisation, input size, class names) without the data.
         from hdas_tf.serving import write_data_info
 
         write_data_info(os.path.join(run_dir, "data_info.json"), info, cfg.augment)
-        if steps_per_epoch < 1:
-            raise ValueError(f"the training set has fewer examples than one batch of {cfg.batch_size}")
         self.split = "validation" if cfg.validation_fraction > 0 else "test"
         t_build = time.monotonic()
         with self.strategy.scope():
@@ -138,8 +160,8 @@ class TrainJob:
         before = Genotype.load(path)
         if (before.cells, before.stages, before.stage_lengths) != (self.genotype.cells, self.genotype.stages,
                                                                    self.genotype.stage_lengths):
-            raise ValueError(f"{self.run_dir} trains genotype {before.name!r} ({path}); resume it with the same "
-                             f"--genotype/--stage_genotype, not {self.genotype.name!r}")
+            raise RunDirError(f"{self.run_dir} trains genotype {before.name!r} ({path}); resume it with the same "
+                              f"--genotype/--stage_genotype, not {self.genotype.name!r}")
 
     def _cell_count(self) -> int:
         if hasattr(self.network, "cells"):
@@ -181,9 +203,9 @@ class TrainLoop(StepLoop):
         spe = self.steps_per_epoch
         epoch, step = int(self.epoch.numpy()), int(self.job.model.w_optimizer.iterations.numpy())
         if step != epoch * spe:
-            raise ValueError(f"{path} was written after {step} steps in {epoch} epochs, but this configuration has "
-                             f"{spe} steps per epoch; resume with the run's --batch_size, --num_examples "
-                             f"and --validation_fraction (see {os.path.join(self.run_dir, 'flags.cfg')})")
+            raise RunDirError(f"{path} was written after {step} steps in {epoch} epochs, but this configuration has "
+                              f"{spe} steps per epoch; resume with the run's --batch_size, --num_examples "
+                              f"and --validation_fraction (see {os.path.join(self.run_dir, 'flags.cfg')})")
         logging.info("resumed from %s after epoch %d (step %d)", path, epoch, step)
         return step
 

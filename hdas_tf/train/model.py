@@ -13,6 +13,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from hdas_tf.errors import GenotypeError
 from hdas_tf.nn import tracing
 from hdas_tf.nn.eval_networks import ChainNetwork, StageNetwork, as_genotype
 from hdas_tf.space.genotypes import Genotype
@@ -34,13 +35,13 @@ def combine_genotypes(genotype, stage_genotype=None) -> Genotype:
     """
     cells = as_genotype(genotype)
     if cells.cells is None:
-        raise ValueError(f"genotype {cells.name!r} has stage DAGs but no cells; pass a cell genotype (e.g. "
-                         f"DARTS_V2) as the genotype and this one as the stage genotype")
+        raise GenotypeError(f"genotype {cells.name!r} has stage DAGs but no cells; pass a cell genotype "
+                            f"(e.g. DARTS_V2) as the genotype and this one as the stage genotype")
     if stage_genotype is None:
         return cells
     stages = as_genotype(stage_genotype)
     if stages.stages is None and stages.stage_lengths is None:
-        raise ValueError(f"stage genotype {stages.name!r} has no stage DAGs and no stage lengths")
+        raise GenotypeError(f"stage genotype {stages.name!r} has no stage DAGs and no stage lengths")
     return cells.with_stages(stages)
 
 

@@ -248,7 +248,7 @@ def test_run_without_model_is_a_clear_error_and_writes_nothing(tmp_path, trained
     tf.train.Checkpoint(step=tf.Variable(1)).save(str(run_dir / "checkpoints" / "ckpt"))  # training in progress
     base = tmp_path / "serving"
     proc = _export_cli(f"--run_dir={run_dir}", f"--export_dir={base}")
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # a user error (BUILD_NOTES "Errors and exit codes")
     assert "has no trained model (model.keras" in proc.stderr and "--resume" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not base.exists()

@@ -80,4 +80,4 @@ def test_space_imports_no_tensorflow_and_no_other_package():
             assert top not in ("tensorflow", "keras", "tf_keras"), f"{path.name} imports {module}"
             if top == "hdas_tf":
                 parts = module.split(".")
-                assert len(parts) >= 2 and parts[1] in ("space", "files"), f"{path.name} imports {module}"
+                assert len(parts) >= 2 and parts[1] in ("space", "files", "errors"), f"{path.name} imports {module}"
