@@ -13,6 +13,7 @@ What is inspected:
   reports StacNAS's stage-1 or stage-2 supernet, as ``hdas_tf.search`` would build it.
 - ``--dot`` (with ``--genotype``): the genotype's cells and stage DAGs as Graphviz DOT text instead of the
   counts (pipe into ``dot -Tpng -O``); with ``--json`` the counts gain a ``dot`` entry instead.
+- ``--draw=OUT.png|OUT.svg`` (with ``--genotype``): the genotype drawn into one file (``hdas_tf.summaries.drawing``).
 
 Networks are built from shapes only (no forward pass): C=36, L=20 takes seconds.
 """
@@ -52,6 +53,9 @@ flags.DEFINE_boolean("pool_bn", True, "BN after pooling ops (the H-DAS reference
 flags.DEFINE_boolean("dot", False, "Print the genotype's cells and stage DAGs as DOT text (with --json: a 'dot' "
                      "entry).")
 flags.DEFINE_boolean("json", False, "Print one JSON object.")
+flags.DEFINE_string("draw", None, "Draw the genotype's cells and stage DAGs into this .png or .svg file "
+                    "(Graphviz when its 'dot' program is on the PATH, matplotlib otherwise) instead of "
+                    "reporting sizes.")
 
 # The reference recipes (DESIGN §4): (init_channels, layers) per network kind and layout.
 NETWORK_DEFAULTS = {("chain", "cifar"): (36, 20), ("chain", "imagenet"): (48, 14),
@@ -179,6 +183,19 @@ def _print_report(report: dict) -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if FLAGS.draw is not None:
+        if FLAGS.genotype is None or not FLAGS.draw.lower().endswith((".png", ".svg")):
+            raise app.UsageError("--draw=OUT.png or --draw=OUT.svg draws the genotype given by --genotype "
+                                 "(and --stage_genotype)")
+        from hdas_tf.summaries.drawing import draw_genotype
+        from hdas_tf.train.model import combine_genotypes
+
+        try:
+            engine = draw_genotype(combine_genotypes(FLAGS.genotype, FLAGS.stage_genotype), FLAGS.draw)
+        except (ValueError, OSError) as e:  # an unknown genotype, Graphviz failing, an unwritable path, ...
+            raise app.UsageError(str(e))
+        print(f"drew {FLAGS.genotype} into {FLAGS.draw} with {engine}")
+        return
     mode = _mode()
     try:
         if mode == "supernet":
