@@ -82,7 +82,7 @@ def _positions(n: int, edges) -> dict[int, tuple[float, float]]:
     for r in sorted(set(rank.values())):
         members = [t for t in sorted(rank) if rank[t] == r]
         if len(members) == 1:
-            y = [0.0] if members[0] == n + 2 else [0.35 if r % 2 else -0.35]
+            y = [0.0] if members[0] == n + 2 else [0.55 if r % 2 else -0.55]
         else:
             y = [ROW * ((len(members) - 1) / 2 - k) for k in range(len(members))]
         for t, yy in zip(members, y):
@@ -112,15 +112,20 @@ def _arrow(ax, a, b, label=None, rad=0.0, colour="black", dashed=False, width=1.
                 bbox=dict(boxstyle="round,pad=0.15", facecolor="white", edgecolor="none", alpha=0.85))
 
 
-def _rad(a, b, src: int, repeat: int) -> float:
-    """Bend of an edge: straight between neighbouring ranks; bowed away from the middle line when it skips
-    ranks (upwards above it; on it, by the source's parity); a repeated (source, target) pair bends further so
-    that both labels stay readable. arc3 bows a rightward edge downwards for rad > 0."""
+def _rad(pos, src: int, target: int, repeat: int) -> float:
+    """Bend of an edge: straight between neighbouring ranks; bowed away from the nodes it passes when it skips
+    ranks (from the middle line when none is in the way); a repeated (source, target) pair bends further so that
+    both labels stay readable. arc3 bows a rightward edge downwards for rad > 0."""
+    (x1, y1), (x2, y2) = pos[src], pos[target]
     rad = 0.0
-    if abs(b[0] - a[0]) > COLUMN * 1.01:
-        middle = (a[1] + b[1]) / 2
-        up = middle > 0 or (middle == 0 and src % 2 == 0)
-        rad = -0.22 if up else 0.22
+    if abs(x2 - x1) > COLUMN * 1.01:
+        between = [y for t, (x, y) in pos.items() if min(x1, x2) < x < max(x1, x2)]
+        chord = (y1 + y2) / 2
+        if between:
+            up = sum(between) / len(between) <= chord
+        else:
+            up = chord > 0 or (chord == 0 and src % 2 == 0)
+        rad = -0.35 if up else 0.35
     return rad + (0.5 if rad >= 0 else -0.5) * repeat
 
 
@@ -139,10 +144,10 @@ def _draw_graph(ax, n, edges, concat, title, names, node_colours, dashed=()):
     for op, src, target in edges:
         repeat = seen.get((src, target), 0)
         seen[(src, target)] = repeat + 1
-        _arrow(ax, pos[src], pos[target], op, _rad(pos[src], pos[target], src, repeat), dashed=target in dashed,
+        _arrow(ax, pos[src], pos[target], op, _rad(pos, src, target, repeat), dashed=target in dashed,
                colour="#555555" if target in dashed else "black")
     for c in concat:
-        _arrow(ax, pos[c], pos[out], rad=_rad(pos[c], pos[out], c, 0), colour="#888888", width=1.4)
+        _arrow(ax, pos[c], pos[out], rad=_rad(pos, c, out, 0), colour="#888888", width=1.4)
     xs, ys = [x for x, _ in pos.values()], [y for _, y in pos.values()]
     ax.set_xlim(min(xs) - 0.8, max(xs) + 0.8)
     ax.set_ylim(min(ys) - 1.2, max(ys) + 1.2)

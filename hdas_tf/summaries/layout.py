@@ -59,21 +59,20 @@ def search_layout(space, hessian: bool = False) -> layout_pb2.Layout:
     dominant eigenvalue."""
     categories = []
     stage_search = space.stage != "chain"
-    names = [n for n in space.arch_shapes() if n.startswith("alpha_")]
+    for name in (n for n in space.arch_shapes() if n.startswith("alpha_")):
+        group = short_name(name)
+        charts = [_chart(f"{group} edge {e}: {label}", "^" + re.escape(f"{ALPHA_PREFIX}/{group}/edge{e}/") + "[^/]+$")
+                  for e, label in enumerate(edge_labels(space, name))]
+        categories.append(layout_pb2.Category(title=f"α {group}: softmax per op, one chart per edge", chart=charts))
+    if space.max_cells is not None:
+        categories.append(layout_pb2.Category(title="β: softmax per candidate stage length", chart=[
+            _chart(f"β {s}", "^" + re.escape(f"{BETA_PREFIX}/{s}/"))
+            for s in (short_name(n) for n in space.arch_shapes() if n.startswith("beta_"))]))
     diag = ["alpha_entropy"] + (["expected_depth", "dead_cells"] if stage_search else ["skip_connections"])
     diag += ["changed_edges"] + (["hessian_eigenvalue"] if hessian else [])
     charts = [_chart(d, rf"^diagnostics/{d}/") for d in diag]
     charts += [_chart("losses (steps)", r"^step/loss_"), _chart("accuracies (steps)", r"^step/acc_")]
     categories.append(layout_pb2.Category(title="search diagnostics", chart=charts))
-    if space.max_cells is not None:
-        categories.append(layout_pb2.Category(title="β: softmax per candidate stage length", chart=[
-            _chart(f"β {s}", "^" + re.escape(f"{BETA_PREFIX}/{s}/"))
-            for s in (short_name(n) for n in space.arch_shapes() if n.startswith("beta_"))]))
-    for name in names:
-        group = short_name(name)
-        charts = [_chart(f"{group} edge {e}: {label}", "^" + re.escape(f"{ALPHA_PREFIX}/{group}/edge{e}/") + "[^/]+$")
-                  for e, label in enumerate(edge_labels(space, name))]
-        categories.append(layout_pb2.Category(title=f"α {group}: softmax per op, one chart per edge", chart=charts))
     return layout_pb2.Layout(category=categories)
 
 
