@@ -188,3 +188,10 @@ def test_stop_on_skips_ends_the_search_with_its_files(tmp_path, monkeypatch):
     assert gt.Genotype.load(tmp_path / "run" / "genotype.json") == collapsed
     assert [h["epoch"] for h in json.loads((tmp_path / "run" / "history.json").read_text())] == [1]
     assert "stopped early" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_config_checks_the_new_flags():
+    with pytest.raises(ValueError, match="hessian_every must be >= 0"):
+        SearchConfig(hessian_every=-1)
+    with pytest.raises(ValueError, match="stop_on_skips watches the normal cells a cell search derives"):
+        SearchConfig(search="stage", genotype="DARTS_V2", stop_on_skips=2)
