@@ -19,6 +19,7 @@ What is inspected:
   counts (pipe into ``dot -Tpng -O``); with ``--json`` the counts gain a ``dot`` entry instead.
 - ``--ri --searched=RUN --random=RUN1,RUN2,...``: the relative improvement of a searched architecture's
   training run over random ones' (``hdas_tf.train.relative_improvement``); no network is built.
+- ``--draw=OUT.png|OUT.svg`` (with ``--genotype``): the genotype drawn into one file (``hdas_tf.summaries.drawing``).
 
 Networks are built from shapes only (no forward pass): C=36, L=20 takes seconds.
 """
@@ -83,6 +84,9 @@ flags.DEFINE_string("searched", None, "--ri: the searched architecture's trainin
 flags.DEFINE_list("random", None, "--ri: the random architectures' training runs, comma-separated.")
 flags.DEFINE_enum("ri_accuracy", "final", ["final", "best"], "--ri: compare the last epoch's accuracy (the number "
                   "to report) or the best epoch's.")
+flags.DEFINE_string("draw", None, "Draw the genotype's cells and stage DAGs into this .png or .svg file "
+                    "(Graphviz when its 'dot' program is on the PATH, matplotlib otherwise) instead of "
+                    "reporting sizes.")
 
 # The reference recipes (DESIGN §4): (init_channels, layers) per network kind and layout.
 NETWORK_DEFAULTS = {("chain", "cifar"): (36, 20), ("chain", "imagenet"): (48, 14),
@@ -340,6 +344,19 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if FLAGS.ri or FLAGS.searched or FLAGS.random:
         return _ri_main()
+    if FLAGS.draw is not None:
+        if FLAGS.genotype is None or not FLAGS.draw.lower().endswith((".png", ".svg")):
+            raise app.UsageError("--draw=OUT.png or --draw=OUT.svg draws the genotype given by --genotype "
+                                 "(and --stage_genotype)")
+        from hdas_tf.summaries.drawing import draw_genotype
+        from hdas_tf.train.model import combine_genotypes
+
+        try:
+            engine = draw_genotype(combine_genotypes(FLAGS.genotype, FLAGS.stage_genotype), FLAGS.draw)
+        except (ValueError, OSError) as e:  # an unknown genotype, Graphviz failing, an unwritable path, ...
+            raise app.UsageError(str(e))
+        print(f"drew {FLAGS.genotype} into {FLAGS.draw} with {engine}")
+        return
     mode = _mode()
     try:
         if mode == "supernet":

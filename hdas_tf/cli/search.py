@@ -80,6 +80,12 @@ flags.DEFINE_integer("seed", 0, "Seed of weights, α and the data split/order.")
 flags.DEFINE_boolean("deterministic", False, "Deterministic ops (bit-identical resume).")
 flags.adopt_module_key_flags(runtime_flags)  # grappler, threads, recompute, strategy, logical_cpus
 flags.DEFINE_integer("log_every", 10, "Log and write step summaries every N steps.", lower_bound=1)
+flags.DEFINE_integer("hessian_every", 0, "Log the dominant eigenvalue of the architecture Hessian (power iteration "
+                     "on one validation batch) every N epochs as diagnostics/hessian_eigenvalue/arch; 0 = off.",
+                     lower_bound=0)
+flags.DEFINE_integer("stop_on_skips", 0, "Cell search: end the search (genotype files written) after the first epoch "
+                     "whose derived normal cell holds at least K skip connections (DARTS+ early stopping); 0 = off.",
+                     lower_bound=0)
 
 
 def config_from_flags() -> configs.SearchConfig:

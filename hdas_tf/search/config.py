@@ -36,6 +36,9 @@ class SearchConfig:
       op_tracebacks: keep TensorFlow's per-op Python stack traces (``hdas_tf.run.op_tracebacks``; off by default).
       update: "bilevel" (DARTS: A on the validation half, w on the training half) or "one_level" (StacNAS: A and w
         from one loss on the same training batch; train_portion may then be 1, the whole training set).
+      hessian_every: log the dominant eigenvalue of the architecture Hessian every N epochs (0 = off).
+      stop_on_skips: end the search after the first epoch whose derived normal cell holds at least this many skip
+        connections (DARTS+ early stopping; 0 = off; cell searches).
       stacnas: StacNAS mode of a cell search (``hdas_tf.space.clusters``): "off"; "clusters" (stage 1: one
         representative op per cluster of ``clusters``, a file, or the default set when None); "members"
         (stage 2: each edge searches the members of the cluster it won in stage 1, read from the hand-off
@@ -92,6 +95,8 @@ class SearchConfig:
     intra_op_threads: int = 0
     strategy: str = "default"
     log_every: int = 10
+    hessian_every: int = 0
+    stop_on_skips: int = 0
 
     def __post_init__(self):
         checks = [
@@ -115,6 +120,12 @@ class SearchConfig:
         for name, value in positive.items():
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, received {value}")
+        for name, value in dict(hessian_every=self.hessian_every, stop_on_skips=self.stop_on_skips).items():
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0 (0 = off), received {value}")
+        if self.stop_on_skips and self.search != "cell":
+            raise ValueError(f"stop_on_skips watches the normal cells a cell search derives; a {self.search} search "
+                             "keeps its cells fixed: leave stop_on_skips at 0")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, received {self.max_steps}")
         if self.train_portion == 1.0 and self.update != "one_level":

@@ -28,7 +28,7 @@ from hdas_tf.run.runtime import peak_rss_mib
 from hdas_tf.run.schedules import CosineEpochSchedule
 from hdas_tf.run.strategy import distributed_step, make_strategy
 from hdas_tf.search.config import SearchConfig
-from hdas_tf.search.losses import make_arch_regularizer, stage_flops_share
+from hdas_tf.search.losses import expected_depths, make_arch_regularizer, stage_flops_share
 from hdas_tf.search.model import ArchitectureSearchModel
 from hdas_tf.space import clusters, derive, genotypes, registry
 from hdas_tf.space.op_registry import CELL_OPS
@@ -294,6 +294,12 @@ class SearchLoop(StepLoop):
         super().__init__(strategy, distributed_step(strategy, model.train_step), dataset, run_dir, steps_per_epoch,
                          total, checkpoint, finite=("loss_w", "loss_a"))
         self._genotype = None
+        self.stopped_early = None
+
+    def stop(self, reason: str) -> None:
+        """Ends the search after the current epoch, whose files and checkpoint are written (DARTS+ early stopping)."""
+        self.stopped_early = reason
+        self.total_steps = int(self.step.numpy())
 
     def arch_numpy(self) -> dict:
         return {name: v.numpy() for name, v in self.model.arch_dict().items()}
@@ -313,6 +319,7 @@ class SearchLoop(StepLoop):
             "first_step_s": self.first_step_s,
             "epochs": len(history),
             "final": history[-1] if history else None,
+            "stopped_early": self.stopped_early,
         }
 
     # === the step loop's hooks ===
@@ -406,31 +413,44 @@ def run_search(cfg: SearchConfig, run_dir: str, resume: bool = False, inputs: Se
                  space.num_arch_params())
 
     from hdas_tf.summaries.logger import SummaryLogger  # TensorBoard is a leaf concern of the run
+    from hdas_tf.summaries.search_board import SearchBoard
 
     tb = SummaryLogger(os.path.join(run_dir, "tb"))
-    op_names = {name: (space.cell_ops if name.startswith("alpha_") and space.stage == "chain" else
-                       space.stage_ops if name.startswith("alpha_") else
-                       [f"n={n}" for n in space.candidate_lengths])
-                for name in space.arch_shapes()}
-
     masks = None if space.edge_ops is None else {f"alpha_{g}": space.op_mask(g) for g in space.cell_groups}
     vote_clusters = vote_splitting_clusters(cfg)
+    board = SearchBoard(tb, space, os.path.join(run_dir, "genotypes"), masks=masks,
+                        depths_of=lambda a, n: expected_depths(a, n, space.window, space.stage_ops).numpy())
+    # The Hessian of the architecture loss: on a validation batch, or on a training batch under the one-level
+    # update (which has no validation half).
+    hessian_batch = (next(iter((weight_ds if arch_ds is None else arch_ds).take(1))) if cfg.hessian_every
+                     else None)
 
     def on_step(step, out):
         if step % cfg.log_every == 0:
             lr = float(model.w_optimizer.learning_rate)
             tb.scalars(step, {f"step/{k}": v for k, v in out.items()} | {"step/w_lr": lr})
+            board.alpha_lines(step, loop.arch_numpy())
 
     def on_epoch_end(epoch, record, genotype):
         step = record["step"]
         tb.scalars(step, {f"epoch/{k}": record[k] for k in ("loss_w", "acc_w", "loss_a", "acc_a", "images_per_s")}
                    | {"epoch/w_lr": float(model.w_optimizer.learning_rate)}
                    | {f"epoch/{k}": v for k, v in record["extra"].items()})
-        tb.architecture(step, loop.arch_numpy(), op_names, masks)
-        tb.genotype(step, genotype)
+        extra = {}
+        if cfg.hessian_every and epoch % cfg.hessian_every == 0:
+            from hdas_tf.search.hessian import arch_hessian_eigenvalue
+
+            eigenvalue = arch_hessian_eigenvalue(model, *hessian_batch, seed=cfg.seed)
+            extra["diagnostics/hessian_eigenvalue/arch"] = eigenvalue
+        values = board.epoch(step, epoch, loop.arch_numpy(), genotype, extra)
         if vote_clusters is not None:
             log_vote_splitting(tb, step, loop.arch_numpy(), space, vote_clusters)
-        tb.flush()
+            tb.flush()
+        skips = max((v for k, v in values.items() if k.startswith("diagnostics/skip_connections/")), default=0)
+        if cfg.stop_on_skips and skips >= cfg.stop_on_skips:
+            loop.stop(f"a derived normal cell holds {int(skips)} skip connections after epoch {epoch} "
+                      f"(--stop_on_skips={cfg.stop_on_skips})")
+            logging.warning("search stopped: %s", loop.stopped_early)
 
     # The one-level step reads the training batch alone: its elements are ((x, y),).
     dataset = tf.data.Dataset.zip((weight_ds,) if arch_ds is None else (weight_ds, arch_ds)).prefetch(2)
@@ -441,6 +461,7 @@ def run_search(cfg: SearchConfig, run_dir: str, resume: bool = False, inputs: Se
         loop.restore()
     if int(loop.step.numpy()) == 0:
         tb.hparams({k: v for k, v in json_ready(cfg).items() if isinstance(v, (int, float, str, bool))})
+        board.write_layout(hessian=bool(cfg.hessian_every))
     result = loop.search()
     tb.close()
     run = {
@@ -456,9 +477,23 @@ def run_search(cfg: SearchConfig, run_dir: str, resume: bool = False, inputs: Se
         "log10_space_size": log10_space_size(space),
         "strategy": cfg.strategy,
         "replicas": strategy.num_replicas_in_sync,
+        "stopped_early": result["stopped_early"],
     }
     write_json_atomic(os.path.join(run_dir, "run.json"), run)
+    write_search_report(run_dir, run, info)
     logging.info("search finished: %d steps in %.1fs (%.1f images/s), genotype in %s", result["steps"], run["wall_s"],
                  result["images_per_s"] or 0.0, os.path.join(run_dir, "genotype.json"))
     return run
 
+
+def write_search_report(run_dir: str, run: dict, info: data.DataInfo) -> None:
+    """``RUN_DIR/report.md`` (``hdas_tf.summaries.report``) of the selected genotype."""
+    from hdas_tf.summaries.report import eval_network_sizes, search_report
+
+    genotype = genotypes.Genotype.load(os.path.join(run_dir, "genotype.json"))
+    try:
+        sizes = eval_network_sizes(genotype, info.num_classes, info.image_shape)
+    except ValueError as e:  # e.g. an input too small for the evaluation network's reductions
+        logging.warning("report.md without the evaluation network's size: %s", e)
+        sizes = None
+    search_report(run_dir, run, genotype, sizes)

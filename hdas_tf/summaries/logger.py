@@ -11,6 +11,9 @@ Everything here needs numpy and ``tf.summary`` only — no matplotlib, pydot or 
 - ``SummaryLogger``: one ``tf.summary`` file writer with methods for scalars, architecture variables
   (α/β), genotypes and hyperparameters.
 
+A search writes its architecture through ``search_board`` (matplotlib figures, genotype drawings, diagnostics, the
+Custom Scalars layout); ``SummaryLogger.architecture`` and the tags below remain a compact view for other callers.
+
 Naming conventions of the logged tags (a variable named ``alpha_normal`` has the short name ``normal``; the
 ``alpha_`` / ``beta_`` prefix of ``SearchSpace.arch_shapes`` names is dropped):
 
@@ -191,51 +194,62 @@ _HEADER = [
 ]
 
 
-def cell_dot(cell: gt.CellGenotype, name: str) -> str:
+def _graph_open(title: str, cluster: str | None) -> list[str]:
+    """The opening lines of a graph, or of a ``subgraph cluster_*`` inside a combined document."""
+    if cluster is None:
+        return [f"digraph {_quote(title)} {{", *_HEADER, f"  label={_quote(title)};"]
+    return [f"subgraph {_quote(f'cluster_{cluster}')} {{", f"  label={_quote(title)};"]
+
+
+def cell_dot(cell: gt.CellGenotype, name: str, cluster: str | None = None) -> str:
     """Graphviz DOT text of a cell: inputs c_{k-2}, c_{k-1}, nodes 0..n-1, output c_{k}.
 
     Every genotype edge is one line ``src -> node [label="op"]``; the concat edges into ``c_{k}`` carry
-    no label.
+    no label. With ``cluster`` (a unique word), a ``subgraph cluster_<cluster>`` whose node ids start with
+    ``<cluster>_``, for one document holding several graphs (``drawing.combined_dot``).
     """
-    ids = {0: "c_km2", 1: "c_km1", **{i + 2: f"node{i}" for i in range(len(cell.nodes))}}
-    lines = [f"digraph {_quote(f'cell {name}')} {{", *_HEADER, f"  label={_quote(f'cell {name}')};"]
-    lines.append('  c_km2 [label="c_{k-2}", fillcolor=darkseagreen2];')
-    lines.append('  c_km1 [label="c_{k-1}", fillcolor=darkseagreen2];')
+    p = "" if cluster is None else f"{cluster}_"
+    ids = {0: f"{p}c_km2", 1: f"{p}c_km1", **{i + 2: f"{p}node{i}" for i in range(len(cell.nodes))}}
+    lines = _graph_open(f"cell {name}", cluster)
+    lines.append(f'  {p}c_km2 [label="c_{{k-2}}", fillcolor=darkseagreen2];')
+    lines.append(f'  {p}c_km1 [label="c_{{k-1}}", fillcolor=darkseagreen2];')
     for i in range(len(cell.nodes)):
-        lines.append(f'  node{i} [label="{i}", fillcolor=lightblue];')
-    lines.append('  c_k [label="c_{k}", fillcolor=palegoldenrod];')
+        lines.append(f'  {p}node{i} [label="{i}", fillcolor=lightblue];')
+    lines.append(f'  {p}c_k [label="c_{{k}}", fillcolor=palegoldenrod];')
     for i, node in enumerate(cell.nodes):
         for op, src in node:
-            lines.append(f"  {ids[src]} -> node{i} [label={_quote(op)}];")
+            lines.append(f"  {ids[src]} -> {p}node{i} [label={_quote(op)}];")
     for c in cell.concat:
-        lines.append(f"  {ids[c]} -> c_k [color=gray];")
+        lines.append(f"  {ids[c]} -> {p}c_k [color=gray];")
     lines.append("}")
     return "\n".join(lines) + "\n"
 
 
-def stage_dot(stage: gt.StageGenotype, name: str) -> str:
+def stage_dot(stage: gt.StageGenotype, name: str, cluster: str | None = None) -> str:
     """Graphviz DOT text of a stage DAG: inputs in0, in1, cells 0..n-1, output ``out``.
 
     Every genotype edge is one line ``src -> cellJ [label="op"]``; the concat edges into ``out`` carry no
-    label. Dead cells (``derive.dead_cells``) and the edges into them are drawn dashed.
+    label. Dead cells (``derive.dead_cells``) and the edges into them are drawn dashed. ``cluster``: as in
+    ``cell_dot``.
     """
     dead = set(dead_cells(stage))
-    ids = {0: "in0", 1: "in1", **{j + 2: f"cell{j}" for j in range(len(stage.cells))}}
-    lines = [f"digraph {_quote(f'stage {name}')} {{", *_HEADER, f"  label={_quote(f'stage {name}')};"]
-    lines.append('  in0 [label="in0", fillcolor=darkseagreen2];')
-    lines.append('  in1 [label="in1", fillcolor=darkseagreen2];')
+    p = "" if cluster is None else f"{cluster}_"
+    ids = {0: f"{p}in0", 1: f"{p}in1", **{j + 2: f"{p}cell{j}" for j in range(len(stage.cells))}}
+    lines = _graph_open(f"stage {name}", cluster)
+    lines.append(f'  {p}in0 [label="in0", fillcolor=darkseagreen2];')
+    lines.append(f'  {p}in1 [label="in1", fillcolor=darkseagreen2];')
     for j in range(len(stage.cells)):
         if j in dead:
-            lines.append(f'  cell{j} [label="cell {j}", style="rounded,dashed", fillcolor=white];')
+            lines.append(f'  {p}cell{j} [label="cell {j}", style="rounded,dashed", fillcolor=white];')
         else:
-            lines.append(f'  cell{j} [label="cell {j}", fillcolor=lightblue];')
-    lines.append('  out [label="out", fillcolor=palegoldenrod];')
+            lines.append(f'  {p}cell{j} [label="cell {j}", fillcolor=lightblue];')
+    lines.append(f'  {p}out [label="out", fillcolor=palegoldenrod];')
     for j, cell in enumerate(stage.cells):
         style = ", style=dashed" if j in dead else ""
         for op, src in cell:
-            lines.append(f"  {ids[src]} -> cell{j} [label={_quote(op)}{style}];")
+            lines.append(f"  {ids[src]} -> {p}cell{j} [label={_quote(op)}{style}];")
     for c in stage.concat:
-        lines.append(f"  {ids[c]} -> out [color=gray];")
+        lines.append(f"  {ids[c]} -> {p}out [color=gray];")
     lines.append("}")
     return "\n".join(lines) + "\n"
 

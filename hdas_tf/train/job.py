@@ -146,10 +146,24 @@ class TrainJob:
             "model": model_path,
         }
         write_json_atomic(os.path.join(run_dir, "run.json"), summary)
+        self._write_report(summary)
         if history:
             logging.info("training finished: %s accuracy %.4f after epoch %d (best %.4f at epoch %d); model in %s",
                          self.split, history[-1]["eval_acc"], history[-1]["epoch"], *_best(history), model_path)
         return summary
+
+    def _write_report(self, summary: dict) -> None:
+        """``RUN_DIR/report.md`` (``hdas_tf.summaries.report``)."""
+        import json
+
+        from hdas_tf.summaries.report import train_report
+
+        path = os.path.join(self.run_dir, "metrics.json")
+        metrics = None
+        if os.path.exists(path):
+            with open(path) as f:
+                metrics = json.load(f)
+        train_report(self.run_dir, summary, self.genotype, metrics)
 
     def _check_same_genotype(self):
         path = os.path.join(self.run_dir, "genotype.json")
