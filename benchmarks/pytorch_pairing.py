@@ -1,6 +1,6 @@
 """The same configurations in plain PyTorch (``torch_reference/darts_torch.py``), timed on the same host right
 before their rows, because the fixed reference figures come from one unnamed host and hosts differ by up to 3×
-(BUILD_NOTES "Speed")."""
+(BUILD_NOTES "Benchmark method")."""
 
 from __future__ import annotations
 

@@ -62,7 +62,7 @@ PYTORCH_HEADER = ("| row | s/step | PyTorch s/step | speed-up | speed goal | pea
 PYTORCH_INTRO = """## The same rows in PyTorch on this host
 
 The PyTorch reference figures above come from one unnamed host, and the hosts this project has run on differ
-by up to 3× in either library's step times (BUILD_NOTES "Speed"). Here each row's configuration was also
+by up to 3× in either library's step times (BUILD_NOTES "Benchmark method"). Here each row's configuration was also
 timed in plain PyTorch (`benchmarks/torch_reference/darts_torch.py`, torch {torch}, {threads} threads, the
 same step counts), in its own process right before the row, so that both see the same host. speed-up =
 PyTorch s/step ÷ hdas_tf s/step (the batches are equal, so it is the img/s ratio); memory ratio = hdas_tf peak
@@ -111,7 +111,7 @@ repository root); `results.json` beside it holds every row's full result (per-st
 sizes, machine, code version, date). Do not edit by hand: rerun the standard set (or `--rows=NAME,...` to redo
 some rows, which merges them into the existing `results.json`).
 
-Method (`hdas_tf/timing/`, the rows in `benchmarks/rows.py`; BUILD_NOTES "Speed"): each row runs in its own
+Method (`hdas_tf/timing/`, the rows in `benchmarks/rows.py`; BUILD_NOTES "Benchmark method"): each row runs in its own
 process (`python -m hdas_tf.benchmark`), one after another (peak RSS is per process). The real model and step
 are built and fed seeded synthetic 32×32×3 batches with 10 classes. The first step (tracing, graph
 optimisation, first run) is followed by warm-up steps, then the timed steps; every call blocks on its result.
@@ -129,7 +129,7 @@ optimisation, first run) is followed by warm-up steps, then the timed steps; eve
   smaller).
 - steal %: the share of the machine's CPU time the hypervisor gave to other guests during the timed steps
   (/proc/stat; "—" where it was not recorded). Above a few per cent the host was contended and the row's
-  times are pessimistic. BUILD_NOTES "Speed" says under what conditions the committed run was taken.
+  times are pessimistic. `benchmarks/LOG.md` says under what conditions the committed run was taken.
 """
 
 

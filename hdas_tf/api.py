@@ -96,9 +96,9 @@ def train(config: TrainConfig, run_dir, resume: bool = False) -> dict:
 
 def derive_genotype(alphas, *, op_names=None, ranking: str = "softmax", steps: int = 4,
                     name: str | None = None) -> Genotype:
-    """The genotype of a cell search's α (DESIGN §5: per node the top-2 incoming edges, each with its strongest op
-    other than 'none'), from ``RUN/alphas.npz`` or a dict of arrays: ``alpha_normal`` and ``alpha_reduce`` (DARTS),
-    or ``alpha_normal1..3`` and ``alpha_reduce1..2`` (H^c-DAS), each [edges, ops].
+    """The genotype of a cell search's α (BUILD_NOTES "Deriving genotypes": per node the top-2 incoming edges, each
+    with its strongest op other than 'none'), from ``RUN/alphas.npz`` or a dict of arrays: ``alpha_normal`` and
+    ``alpha_reduce`` (DARTS), or ``alpha_normal1..3`` and ``alpha_reduce1..2`` (H^c-DAS), each [edges, ops].
 
     Args:
       op_names: the ops of α's last axis, in order; defaults to the full op set (a plain cell search). A StacNAS

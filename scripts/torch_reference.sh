@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Host calibration for the speed goals (BUILD_NOTES "Speed", "Host calibration"): times plain-PyTorch versions
+# Host calibration for the speed goals (BUILD_NOTES "Benchmark method"): times plain-PyTorch versions
 # of the reference configurations (benchmarks/torch_reference/darts_torch.py) on this host, so that hdas_tf's
 # benchmark rows can be compared with PyTorch on the same machine. Creates .venv-torch with torch==2.13.0 (the
 # CPU build the reference figures used; no download where its wheel is on disk), then prints one JSON

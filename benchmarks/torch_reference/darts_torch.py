@@ -1,7 +1,7 @@
 """Host calibration for the issue-7 speed goals: the networks of the PyTorch reference configurations re-written in
-plain PyTorch from the conventions of hdas_tf's BUILD_NOTES (not from any published repository), so that hdas_tf and PyTorch can be
-timed on the same host. The goals' reference figures are fixed numbers from one unnamed host, and the hosts
-this project runs on differ by up to 3×.
+plain PyTorch from the conventions of hdas_tf's BUILD_NOTES ("Mixed ops and the PyTorch grid" to "Optimiser parity";
+not from any published repository), so that hdas_tf and PyTorch can be timed on the same host. The goals' reference
+figures are fixed numbers from one unnamed host, and the hosts this project runs on differ by up to 3×.
 
 - ``--config=train``: the DARTS_V2 evaluation network (C=36, L=20, auxiliary head at 0.4, drop path 0.2, affine
   BN after pooling as every evaluation-network BN), SGD (momentum 0.9, coupled weight decay 3e-4, clip 5) — the benchmark's ``train`` row.
@@ -151,8 +151,9 @@ class Cell(nn.Module):
 
 
 class Network(nn.Module):
-    """The chain layout (DESIGN §4): stem 3×3 conv to 3C + BN, L cells with reductions at L/3 and 2L/3, GAP,
-    dense; with a genotype an evaluation network with the auxiliary head after cell 2L/3, else a supernet."""
+    """The chain layout (BUILD_NOTES "Cells, chains and stage-specific cells"): stem 3×3 conv to 3C + BN, L cells
+    with reductions at L/3 and 2L/3, GAP, dense; with a genotype an evaluation network with the auxiliary head after
+    cell 2L/3, else a supernet."""
 
     def __init__(self, c, layers, classes=10, genotype=None, stage_specific=False):
         super().__init__()
@@ -172,8 +173,9 @@ class Network(nn.Module):
                 c_aux = c_p
         self.classifier = nn.Linear(c_p, classes)
         if genotype is None:
-            # DARTS: one α per cell type. H^c-DAS (DESIGN §4): normal1, reduce1, normal2, reduce2, normal3 — the
-            # group of cell i is the number of reductions before it, plus one for a reduction cell itself.
+            # DARTS: one α per cell type. H^c-DAS (BUILD_NOTES "Cells, chains and stage-specific cells"): normal1,
+            # reduce1, normal2, reduce2, normal3 — the group of cell i is the number of reductions before it, plus
+            # one for a reduction cell itself.
             groups = 5 if stage_specific else 2
             self.alphas = nn.ParameterList(nn.Parameter(1e-3 * torch.randn(14, len(OPS))) for _ in range(groups))
             if stage_specific:
@@ -251,7 +253,8 @@ class StageEdge(nn.Module):
 class SearchStage(nn.Module):
     def __init__(self, c_in, c, cell, n_cells=6, window=3, min_cells=None):
         super().__init__()
-        # Cell-distribution search (DESIGN §4): candidate length n in [min_cells, n_cells] ends at cells n-2, n-1.
+        # Cell-distribution search (BUILD_NOTES "Stage DAGs, the sliding window and β"): candidate length n in
+        # [min_cells, n_cells] ends at cells n-2, n-1.
         self.lengths = [] if min_cells is None else list(range(min_cells, n_cells + 1))
         width = len(cell["concat"]) * c
         self.proj = nn.ModuleList(ReLUConvBN(c_in, width, False) for _ in range(2))

@@ -1,9 +1,9 @@
 """Single-kernel timings in TensorFlow or PyTorch, to explain host-to-host differences of the step times.
 
-The search and training steps spend most of their time in a few kernels (BUILD_NOTES "Speed": depthwise
-convolutions, 1×1 convolutions, BatchNorm, max-pool backward). Which library is faster at them depends on the
-CPU (TF's depthwise kernel lost 3.5–6.4× to PyTorch's on an AVX2 host), so this script times the same kernels
-at the supernets' shapes in either library, each in its own virtual environment:
+The search and training steps spend most of their time in a few kernels (BUILD_NOTES "CPU kernels and their build"
+and "Known gaps": depthwise convolutions, 1×1 convolutions, BatchNorm, max-pool backward). Which library is faster
+at them depends on the CPU (TF's depthwise kernel lost 3.5–6.4× to PyTorch's on an AVX2 host), so this script times
+the same kernels at the supernets' shapes in either library, each in its own virtual environment:
 
     .venv/bin/python benchmarks/torch_reference/kernels.py --lib=tf
     .venv/bin/python benchmarks/torch_reference/kernels.py --lib=hdas    # hdas_tf's CPU kernels (hdas_tf/csrc)

@@ -15,9 +15,11 @@ from hdas_tf.run.strategy import STRATEGIES
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_boolean("grappler", False, "Enable TF graph optimisation (slower start; see BUILD_NOTES).")
+flags.DEFINE_boolean("grappler", False, "Enable TF graph optimisation (slower start; see BUILD_NOTES "
+                     '"Graph size, threads and what was measured").')
 flags.DEFINE_boolean("op_tracebacks", False, "Keep TensorFlow's Python stack trace of every graph op, for the 'defined "
-                     "at' lines of runtime op errors (off: a faster first step and less memory; see BUILD_NOTES).")
+                     "at' lines of runtime op errors (off: a faster first step and less memory; see BUILD_NOTES "
+                     '"Graph size, threads and what was measured").')
 flags.DEFINE_integer("inter_op_threads", 0, "Ops run side by side; 0 = automatic (one per core on a CPU-only host).",
                      lower_bound=0)
 flags.DEFINE_integer("intra_op_threads", 0, "Threads per op; 0 = automatic (on a CPU-only host 1 below a batch of "

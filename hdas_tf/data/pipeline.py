@@ -1,8 +1,8 @@
-"""The two pipelines on top of the sources: :func:`search_datasets` (the training set split by a seeded
-permutation into a weight half and an architecture half, DESIGN §5, as two infinite shuffled batched datasets) and
-:func:`train_test_datasets` (augmented training set, unaugmented test or held-out set). Batches are
-``(float32 [B, H, W, 3] normalised, int32 [B])``; with an ``input_context`` the data is sharded per input
-pipeline and batched per replica (KERAS_NOTES §6)."""
+"""The two pipelines on top of the sources: :func:`search_datasets` (the training set split by a seeded permutation
+into a weight half and an architecture half, BUILD_NOTES "Data pipelines", as two infinite shuffled batched
+datasets) and :func:`train_test_datasets` (augmented training set, unaugmented test or held-out set). Batches are
+``(float32 [B, H, W, 3] normalised, int32 [B])``; with an ``input_context`` the data is sharded per input pipeline
+and batched per replica (BUILD_NOTES "Synchronized BN and distribution strategies")."""
 
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def search_batches_per_epoch(info: DataInfo, batch_size: int, train_portion: flo
 def search_datasets(dataset="digits", batch_size=64, train_portion=0.5, seed=0, data_dir=None,
                     image_size=None, download=False, manual_dir=None, augment="none", input_context=None,
                     num_examples=None):
-    """Returns ``(weight_ds, arch_ds, info)`` for an architecture search (DESIGN §5).
+    """Returns ``(weight_ds, arch_ds, info)`` for an architecture search (BUILD_NOTES "Data pipelines").
 
     The training split (its first ``num_examples`` examples if given) is divided by
     :func:`split_indices` with ``train_portion`` and ``seed``: the first part trains the weights, the

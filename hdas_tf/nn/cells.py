@@ -1,8 +1,9 @@
 """Cells: the search cell (a mixed op on every edge) and the fixed cell (the edges of a genotype).
 
-A cell reads s0 (two cells back) and s1 (the previous cell), preprocesses both to C channels, computes
-``steps`` intermediate nodes, each the sum of its incoming edges, and outputs the channel concat of its
-nodes (DESIGN §4). Stride 2 appears only on edges that leave the two inputs of a reduction cell.
+A cell reads s0 (two cells back) and s1 (the previous cell), preprocesses both to C channels, computes ``steps``
+intermediate nodes, each the sum of its incoming edges, and outputs the channel concat of its nodes
+(BUILD_NOTES "Cells, chains and stage-specific cells"). Stride 2 appears only on edges that leave the two inputs of
+a reduction cell.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ def _shared(name: str, stride: int) -> bool:
 class SearchCell(keras.layers.Layer):
     """DARTS search cell: node i = Σ_{j < i+2} MixedOp_{i,j}(state_j), MixedOp = Σ_o w_o·o (DARTS Eq. 1–2).
 
-    Built for speed on the CPU without changing any result or parameter count (BUILD_NOTES "Speed"):
+    Built for speed on the CPU without changing any result or parameter count
+    (BUILD_NOTES "Cells, chains and stage-specific cells"):
 
     - what does not depend on the edge is computed once per state: its ReLU (every conv op starts with
       one), the parameter-free ops (pooling + non-affine BN, identity) that all edges leaving it share, and

@@ -2,11 +2,11 @@
 
 Every conv op of the DARTS family is made of steps [depthwise k×k →] 1×1 (or a small dense conv) → BN. Left
 to autodiff, each step's backward pass is a dozen graph nodes of shape bookkeeping around the three real
-kernels (KERAS_NOTES §0; BUILD_NOTES "Speed"); here it is written out, and decides what is kept:
+kernels (BUILD_NOTES "Conv → BN chains and recomputation"); here it is written out, and decides what is kept:
 
 - ``recompute`` off: each step keeps its input, the depthwise output and the BN input (what autodiff keeps);
-- ``recompute`` on: a chain keeps only its input and recomputes the rest in the backward pass, so the
-  activation memory of a cell is its state tensors (DESIGN §7: large batches).
+- ``recompute`` on: a chain keeps only its input and recomputes the rest in the backward pass, so the activation
+  memory of a cell is its state tensors (for large batches: BUILD_NOTES "Conv → BN chains and recomputation").
 
 ``weight_gradients`` off (the architecture step of a search) leaves the kernel gradients out of the graph. On
 several replicas (synchronized BN) the chains are plain ops differentiated by TF, through the all-reduce.
@@ -29,8 +29,8 @@ def _pointwise_backward(a, dz, kernel, kernel_gradient: bool):
     kernel: an Einsum over the channels and a 2-D matmul over the pixels (see ``pointwise``)."""
     # ∂a as one Einsum node: it contracts the channels of the 4-D dz as one 2-D matmul (as fast as
     # reshape → MatMul → reshape, measured) and saves the two Reshape nodes; graph nodes cost tracing time and
-    # ~15 KB of memory each (BUILD_NOTES "Speed"). The kernel gradient stays a MatMul of the flattened
-    # tensors: the Einsum of that contraction ran 1.1–1.9× slower.
+    # ~15 KB of memory each (BUILD_NOTES "Graph size, threads and what was measured"). The kernel gradient
+    # stays a MatMul of the flattened tensors: the Einsum of that contraction ran 1.1–1.9× slower.
     da = tf.raw_ops.Einsum(inputs=[dz, kernel], equation="nhwd,cd->nhwc")
     if not kernel_gradient:
         return da, None

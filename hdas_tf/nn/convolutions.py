@@ -1,7 +1,8 @@
 """Convolutions on PyTorch's grid (symmetric padding): depthwise convolution with a written-out backward pass,
 1×1 convolution as a matmul, dilation through a polyphase split, and FactorizedReduce as one 2×2 convolution.
 
-Each form was chosen by measurement on the CPU kernels of TF 2.21 with oneDNN (BUILD_NOTES "Speed").
+Each form was chosen by measurement on the CPU kernels of TF 2.21 with oneDNN
+(BUILD_NOTES "Mixed ops and the PyTorch grid").
 """
 
 from __future__ import annotations
@@ -96,11 +97,11 @@ def depthwise(x, kernel, stride: int = 1, padding: str = "SAME"):
 
 
 # === PyTorch-grid convolutions, polyphase dilation, FactorizedReduce ===
-# Chosen by measurement on the CPU kernels of TF 2.21 with oneDNN (BUILD_NOTES "Speed"): 'SAME' padding at
-# stride 1 (symmetric for odd kernels, so the PyTorch grid) — EXPLICIT padding sends the backward pass to
-# kernels 2–5× slower; 1×1 convolutions as 2-D matmuls (a Conv2D in a chain's forward pass); dilation
-# through a polyphase split instead of SpaceToBatch per op; strided sampling through a 1×1 average pool
-# rather than a strided slice, whose gradient is a slow scatter.
+# Chosen by measurement on the CPU kernels of TF 2.21 with oneDNN (BUILD_NOTES "Mixed ops and the PyTorch grid"):
+# 'SAME' padding at stride 1 (symmetric for odd kernels, so the PyTorch grid) — EXPLICIT padding sends the backward
+# pass to kernels 2–5× slower; 1×1 convolutions as 2-D matmuls (a Conv2D in a chain's forward pass); dilation
+# through a polyphase split instead of SpaceToBatch per op; strided sampling through a 1×1 average pool rather than
+# a strided slice, whose gradient is a slow scatter.
 
 
 def torch_conv2d(x, kernel, stride=1, padding=0):
@@ -117,8 +118,9 @@ def pointwise(x, kernel):
     """1×1 convolution (``kernel`` [C_in, C_out] or [1, 1, C_in, C_out]) as a 2-D matmul of the pixels
     [N·H·W, C_in] with the kernel, differentiable by TF (matmuls and reshapes, forward and backward).
 
-    Not a broadcast matmul of the 4-D tensor: TF runs that as N·H matmuls of W rows each, which on an AVX2
-    CPU took 1.2–7× as long as the 2-D matmul (BUILD_NOTES "Speed"). TF's Conv2D gradients are slower still.
+    Not a broadcast matmul of the 4-D tensor: TF runs that as N·H matmuls of W rows each, which on an AVX2 CPU took
+    1.2–7× as long as the 2-D matmul (BUILD_NOTES "Mixed ops and the PyTorch grid"). TF's Conv2D gradients are
+    slower still.
     """
     kernel = tf.cast(kernel, x.dtype)
     if kernel.shape.rank == 4:

@@ -1,5 +1,6 @@
 """Evaluation networks: a derived genotype trained from scratch — the chain network (DARTS / H^c-DAS) and the
-stage network (H^s-DAS), in CIFAR and ImageNet layouts, with the auxiliary head and drop path (DESIGN §4).
+stage network (H^s-DAS), in CIFAR and ImageNet layouts, with the auxiliary head and drop path
+(BUILD_NOTES "Evaluation networks and training recipes").
 
 Both are ``keras.Model`` subclasses that build every variable from shapes alone (``build(images_shape)``):
 an eager forward pass of a C=36, L=20 network costs seconds and tracing it more, while building from shapes
@@ -111,7 +112,8 @@ class ConvBN(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class AuxiliaryHead(keras.layers.Layer):
-    """The auxiliary classifier on the second reduction's output (DARTS; DESIGN §4).
+    """The auxiliary classifier on the second reduction's output (DARTS;
+    BUILD_NOTES "Evaluation networks and training recipes").
 
     CIFAR: ReLU → 5×5 avg pool stride 3 (no padding) → 1×1 conv 128 → BN → ReLU → 2×2 conv 768 → BN → ReLU
     → dense. ImageNet: the same with pool stride 2 and no BN after the 2×2 conv (as the reference). Without
@@ -176,7 +178,7 @@ class AuxiliaryHead(keras.layers.Layer):
 
 def _stem_layers(layout: str, channels: int, out_channels: int) -> list:
     """CIFAR: one 3×3 conv + BN. ImageNet: 3×3 s2 conv to C/2 + BN; ReLU, 3×3 s2 conv to C, BN; ReLU, 3×3 s2
-    conv to ``out_channels``, BN (224 → 112 → 56 → 28; DESIGN §4)."""
+    conv to ``out_channels``, BN (224 → 112 → 56 → 28; BUILD_NOTES "Evaluation networks and training recipes")."""
     if layout == "cifar":
         return [ConvBN(out_channels, 3, 1, name="stem")]
     return [ConvBN(channels // 2, 3, 2, name="stem0_conv_1"),
@@ -250,7 +252,8 @@ class _EvalNetwork(keras.Model):
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class ChainNetwork(_EvalNetwork):
-    """The DARTS / H^c-DAS evaluation network: stem, a chain of L fixed cells, GAP → dense (DESIGN §4).
+    """The DARTS / H^c-DAS evaluation network: stem, a chain of L fixed cells, GAP → dense
+    (BUILD_NOTES "Evaluation networks and training recipes").
 
     CIFAR layout: 3×3 conv to 3C + BN; reduction cells at L//3 and 2L//3, where C doubles. ImageNet layout:
     stem0 (3×3 s2 conv to C/2, BN, ReLU, 3×3 s2 conv to C, BN: 56×56) and stem1 (ReLU, 3×3 s2 conv, BN:
@@ -298,7 +301,8 @@ class ChainNetwork(_EvalNetwork):
         self.num_cells = layers
         c = init_channels
         self.stem = _stem_layers(layout, c, 3 * c if layout == "cifar" else c)
-        # The stage-position rule of the search space (DESIGN §4), so search and evaluation agree.
+        # The stage-position rule of the search space (BUILD_NOTES "Cells, chains and stage-specific cells"), so
+        # search and evaluation agree.
         rule = SearchSpace(cells="stage_specific", layers=layers)
         self.reduction_indices = rule.reduction_indices()
         self.aux_index = self.reduction_indices[1]
@@ -355,7 +359,8 @@ class ChainNetwork(_EvalNetwork):
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class StageNetwork(_EvalNetwork):
-    """The H^s-DAS evaluation network: stem, three stage DAGs separated by two reduction cells (DESIGN §4).
+    """The H^s-DAS evaluation network: stem, three stage DAGs separated by two reduction cells
+    (BUILD_NOTES "Evaluation networks and training recipes").
 
     Stage s (0, 1, 2) is a ``FixedStage`` of width C_s = 2^s·C built from ``genotype.stage_for(s)`` with
     cell ``normal{s+1}``; its output is the concat of two cells (8·C_s channels). Reduction cell s+1

@@ -30,9 +30,9 @@ def _hw(shape, what):
 
 
 def _stage_macs(stage, shape):
-    """A ``FixedStage``: its projections of the stage input, then each live cell and its stage edges, all at
-    the stage input's grid (stage edges and stage cells never reduce; DESIGN §3–4). Dead cells are not
-    built, so they cost nothing."""
+    """A ``FixedStage``: its projections of the stage input, then each live cell and its stage edges, all at the
+    stage input's grid (stage edges and stage cells never reduce;
+    BUILD_NOTES "Stage DAGs, the sliding window and β"). Dead cells are not built, so they cost nothing."""
     total, state = 0, None
     for projection in stage.projections:
         m, state = layer_macs(projection, shape)

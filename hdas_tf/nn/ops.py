@@ -32,12 +32,12 @@ def batch_norm(affine: bool, running_stats: bool = True, name: str | None = None
 class BatchNorm(keras.layers.Layer):
     """Batch normalisation with PyTorch semantics, cross-replica synchronized, in few graph ops.
 
-    Why not ``keras.layers.BatchNormalization``: its synchronized variant emits ~60 graph ops per layer
-    and made tracing a supernet several times slower (BUILD_NOTES "Speed"); its unsynchronized variant
-    lets replica copies of the moving statistics diverge (KERAS_NOTES §1.4). Here one replica uses the
-    fused kernel (one op forward, one backward); several replicas all-reduce the per-channel sums, so
-    a two-replica step equals a one-device step. As in PyTorch, the running variance is updated with the
-    unbiased batch variance, and ``momentum`` is the weight of the old value (0.9 = PyTorch's 0.1).
+    Why not ``keras.layers.BatchNormalization``: its synchronized variant emits ~60 graph ops per layer and made
+    tracing a supernet several times slower (BUILD_NOTES "BatchNorm conventions"); its unsynchronized variant lets
+    replica copies of the moving statistics diverge (BUILD_NOTES "Synchronized BN and distribution strategies").
+    Here one replica uses the fused kernel (one op forward, one backward); several replicas all-reduce the
+    per-channel sums, so a two-replica step equals a one-device step. As in PyTorch, the running variance is updated
+    with the unbiased batch variance, and ``momentum`` is the weight of the old value (0.9 = PyTorch's 0.1).
 
     Args:
       affine: bool. Learn a scale γ and an offset β. Defaults to True.
@@ -352,7 +352,8 @@ class DilConv(_Op):
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class SepConv(_Op):
-    """Two DilConv blocks with dilation 1; the stride only in the first (DESIGN §3)."""
+    """Two DilConv blocks with dilation 1; the stride only in the first
+    (BUILD_NOTES "Mixed ops and the PyTorch grid")."""
 
     def __init__(self, filters: int, kernel_size: int, stride: int = 1, affine: bool = True,
                  running_stats: bool = True, relu: bool = True, **kwargs):

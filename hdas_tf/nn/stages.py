@@ -1,7 +1,7 @@
 """Stage DAG layers of H^s-DAS: the search stage (mixed stage edges, β output mixture) and the fixed stage.
 
-A stage is a DAG of cells at one resolution (DESIGN §4 "Stage network"). States 0 and 1 are two 1×1
-ReLUConvBN projections of the stage input; state t >= 2 is cell t-2. Cell j reads the sum of its incoming
+A stage is a DAG of cells at one resolution (BUILD_NOTES "Stage DAGs, the sliding window and β"). States 0 and 1 are
+two 1×1 ReLUConvBN projections of the stage input; state t >= 2 is cell t-2. Cell j reads the sum of its incoming
 stage edges, fed to the cell as both s0 and s1 (so both of its preprocessings are 1×1 ReLUConvBN), and the
 stage output is the channel concat of two states (the last two cells, or the β mixture in the
 cell-distribution search).
@@ -37,7 +37,8 @@ _PACKAGE = "hdas_tf"
 
 
 def stage_cell_sources(j: int, window: int) -> list[int]:
-    """State indices cell j (0-based) may read: the last min(m, j+2) states, oldest first (DESIGN §4)."""
+    """State indices cell j (0-based) may read: the last min(m, j+2) states, oldest first
+    (BUILD_NOTES "Stage DAGs, the sliding window and β")."""
     rows = min(window, j + 2)
     return list(range(j + 2 - rows, j + 2))
 
@@ -128,7 +129,8 @@ def _check_int(where: str, minimum: int, **values):
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class SearchStage(keras.layers.Layer):
-    """A stage of the H^s-DAS supernet: fixed cells wired by mixed stage edges (DESIGN §4).
+    """A stage of the H^s-DAS supernet: fixed cells wired by mixed stage edges
+    (BUILD_NOTES "Stage DAGs, the sliding window and β").
 
     Cell j's input = Σ over its candidate sources t (the last min(m, j+2) states) of the mixed stage edge
     Σ_o w_{e,o}·o(state_t). The stage ops are parameter-free (pooling + non-affine BN, identity), so each
@@ -407,7 +409,7 @@ class FixedStage(keras.layers.Layer):
         return config
 
 
-# === Deriving stage genotypes (DESIGN §5 "Deriving genotypes") ===
+# === Deriving stage genotypes (BUILD_NOTES "Deriving genotypes") ===
 
 
 def split_stage_alphas(alphas, n_cells: int, window: int) -> list[np.ndarray]:

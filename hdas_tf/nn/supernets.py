@@ -20,7 +20,8 @@ _PACKAGE = "hdas_tf"
 
 
 def chain_layout(layers: int, init_channels: int, stem_multiplier: int, reductions: tuple[int, int]):
-    """Per cell: (channels C, reduction, reduction_prev, C_prev_prev, C_prev) of a DARTS chain (DESIGN §4)."""
+    """Per cell: (channels C, reduction, reduction_prev, C_prev_prev, C_prev) of a DARTS chain
+    (BUILD_NOTES "Cells, chains and stage-specific cells")."""
     c_curr = init_channels
     c_pp = c_p = stem_multiplier * init_channels
     out, reduction_prev = [], False
@@ -109,8 +110,8 @@ def _stage_cell(genotype, group: str) -> dict:
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class StageSupernet(keras.layers.Layer):
-    """The H^s-DAS stage-search network (DESIGN §4 "Stage network"): stem (3×3 conv to 4C + BN, stem
-    multiplier 4), stage 1 at C, reduction cell, stage 2 at 2C, reduction cell, stage 3 at 4C, GAP, dense.
+    """The H^s-DAS stage-search network (BUILD_NOTES "Stage DAGs, the sliding window and β"): stem (3×3 conv to 4C +
+    BN, stem multiplier 4), stage 1 at C, reduction cell, stage 2 at 2C, reduction cell, stage 3 at 4C, GAP, dense.
 
     Each stage is a ``SearchStage`` whose fixed cells come from ``cell_genotype`` (normal{s+1}); the two
     reduction cells (reduce1, reduce2) are chain links, not DAG nodes, and read the previous stage's output

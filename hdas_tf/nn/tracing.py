@@ -2,7 +2,7 @@
 kernels), one constant per graph and value, and shape helpers that add no graph nodes when shapes are static.
 
 Tracing costs ~0.5 ms per graph node on the CPU, so a supernet's step is built from as few nodes as possible
-(BUILD_NOTES "Speed").
+(BUILD_NOTES "Graph size, threads and what was measured").
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ def single_replica() -> bool:
 
 def graph_constant(key, make):
     """One constant per graph and key: a supernet has hundreds of BNs that would each add their own
-    ones/zeros/empty constants, and every graph node costs tracing time (BUILD_NOTES "Speed").
+    ones/zeros/empty constants, and every graph node costs tracing time
+    (BUILD_NOTES "Graph size, threads and what was measured").
 
     The cache is an attribute of the graph, so it dies with the graph (a module-level map keyed by graph
     would keep every graph alive through its values' tensors)."""

@@ -1,5 +1,6 @@
-"""Architecture losses of H-DAS stage searches: the depth loss (paper Eq. 2, Eq. 4) and the complexity loss
-(Eq. 5), combined with the validation loss as L_arch = L_val + δ·L_depth + γ·L_comp (Eq. 6; DESIGN §5).
+"""Architecture losses of H-DAS stage searches: the depth loss (paper Eq. 2, Eq. 4) and the complexity loss (Eq. 5),
+combined with the validation loss as L_arch = L_val + δ·L_depth + γ·L_comp (Eq. 6;
+BUILD_NOTES "Depth and complexity losses").
 
 Why a depth loss: a mixed stage edge is cheapest to train when it skips straight from the stage inputs, so
 without it the search collapses to shallow, wide stages. The loss rewards the *expected depth* of every
@@ -34,7 +35,8 @@ def _non_none(op_names) -> list[int]:
 
 
 def expected_depths(alpha, n_cells: int, window: int, op_names) -> tf.Tensor:
-    """Expected depth d_j of cells 0..n_cells-1 of one stage under α [edges, ops] (DESIGN §5), shape [n_cells].
+    """Expected depth d_j of cells 0..n_cells-1 of one stage under α [edges, ops], shape [n_cells]
+    (BUILD_NOTES "Depth and complexity losses").
 
     Only the first Σ_{j<n} min(m, j+2) rows are read (a shared α sized for a longer stage has more).
     """
@@ -142,7 +144,7 @@ def make_arch_regularizer(space, depth_weight: float = 1.0, complexity_weight: f
 
     Args:
       space: SearchSpace.
-      depth_weight: δ. Defaults to 1 (DESIGN §5).
+      depth_weight: δ. Defaults to 1 (BUILD_NOTES "Depth and complexity losses").
       complexity_weight: γ. Defaults to 0.4.
       theta: three θ_s for L_comp; None = 1 each (see ``stage_flops_share`` for the FLOPs-share option).
     """

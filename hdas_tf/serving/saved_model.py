@@ -1,4 +1,5 @@
-"""Export of a trained evaluation network as a TF Serving SavedModel (DESIGN §8), optionally with a TFLite model.
+"""Export of a trained evaluation network as a TF Serving SavedModel (BUILD_NOTES "Export for TF Serving"),
+optionally with a TFLite model.
 
 :func:`export` writes ``BASE/N/`` (the layout TF Serving watches) through a hidden temporary folder renamed into
 place, so a server never sees a half-written version. The ``serving_default`` signature takes uint8 ``images``,

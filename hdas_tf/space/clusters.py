@@ -1,4 +1,4 @@
-"""StacNAS operator clusters (DESIGN §5 "StacNAS mode"): the cluster set, stage 1's op set of one
+"""StacNAS operator clusters (BUILD_NOTES "StacNAS operator clusters"): the cluster set, stage 1's op set of one
 representative per cluster, the per-edge winning clusters that stage 1 hands to stage 2, and stage 2's
 per-edge op sets.
 
@@ -49,8 +49,8 @@ class Cluster:
         return {"name": self.name, "ops": list(self.ops), "representative": self.representative}
 
 
-# DESIGN §5: {pooling: max/avg}, {skip}, {separable: sep3/sep5}, {dilated: dil3/dil5}; 'none' is not a
-# cluster, it is searched beside them in both stages.
+# BUILD_NOTES "StacNAS operator clusters": {pooling: max/avg}, {skip}, {separable: sep3/sep5}, {dilated: dil3/dil5};
+# 'none' is not a cluster, it is searched beside them in both stages.
 DEFAULT_CLUSTERS = (
     Cluster("pooling", ("max_pool_3x3", "avg_pool_3x3")),
     Cluster("skip", ("skip_connect",)),

@@ -57,7 +57,7 @@ def _top_edges(a: np.ndarray, sources, op_names, k: int, ranking: str) -> tuple:
 def parse_cell_alphas(
     alphas, op_names=CELL_OPS, steps: int = 4, k: int = 2, ranking: str = "softmax", concat=None, op_mask=None
 ) -> CellGenotype:
-    """Derive a discrete cell from the α of one cell (DESIGN §5).
+    """Derive a discrete cell from the α of one cell (BUILD_NOTES "Deriving genotypes").
 
     Args:
         alphas: array [num_edges, len(op_names)], num_edges = Σ_{i<steps} (i+2) (14 for 4 steps); rows go
@@ -103,12 +103,12 @@ def parse_cell_alphas(
 def parse_stage_alphas(
     alphas_per_cell, window: int, op_names=STAGE_OPS, k: int = 2, ranking: str = "softmax", concat=None
 ) -> tuple[StageGenotype, list[int]]:
-    """Derive a stage DAG from the stage-edge α of one stage (DESIGN §5).
+    """Derive a stage DAG from the stage-edge α of one stage (BUILD_NOTES "Deriving genotypes").
 
     Args:
         alphas_per_cell: list with one array per cell j (0-based), shape [min(window, j+2), len(op_names)].
             Row r is window position r: state (j+2) - min(window, j+2) + r, i.e. the last min(window, j+2)
-            states, oldest first (DESIGN §4).
+            states, oldest first (BUILD_NOTES "Stage DAGs, the sliding window and β").
         window: int. The sliding window m.
         op_names: sequence of str. Defaults to ``STAGE_OPS``.
         k: int. Edges kept per cell (at most the number of rows). Defaults to 2.
@@ -139,8 +139,8 @@ def parse_stage_alphas(
 
 def dead_cells(stage: StageGenotype) -> list[int]:
     """0-based indices of the cells with no path to the stage output (not built in evaluation networks,
-    DESIGN §4): walk back from the two concat states; cells never reached are dead, including every cell
-    after the chosen concat pair."""
+    BUILD_NOTES "Deriving genotypes"): walk back from the two concat states; cells never reached are dead, including
+    every cell after the chosen concat pair."""
     validate_stage(stage, "stage", op_names=None)
     reached, todo = set(), list(stage.concat)
     while todo:

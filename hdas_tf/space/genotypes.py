@@ -136,7 +136,8 @@ class Genotype:
         raise GenotypeError(_cell_keys_message(self.cells))
 
     def cell_for(self, group: str) -> CellGenotype:
-        """The cell of a cell group (DESIGN §4: normal1, reduce1, normal2, reduce2, normal3).
+        """The cell of a cell group (BUILD_NOTES "Cells, chains and stage-specific cells": normal1, reduce1,
+        normal2, reduce2, normal3).
 
         A shared genotype serves normal1/2/3 with 'normal' and reduce1/2 with 'reduce'. A stage-specific
         genotype has no single 'normal'/'reduce' cell, so asking for one is an error.
@@ -185,11 +186,13 @@ class Genotype:
     # --- Validation ---
 
     def validate(self, window: int | None = None) -> None:
-        """Raise ValueError on the first problem (DESIGN §6), naming the offending entry.
+        """Raise ValueError on the first problem (BUILD_NOTES "Genotype format and registry"), naming the offending
+        entry.
 
         Args:
-            window: int. The stage level's sliding window m (DESIGN §4): when given, every source of
-                stage cell j must be one of the last min(m, j+2) states, i.e. >= (j+2) - m.
+            window: int. The stage level's sliding window m (BUILD_NOTES "Stage DAGs, the sliding window and β"):
+                when given, every source of stage cell j must be one of the last min(m, j+2) states,
+                i.e. >= (j+2) - m.
         """
         if window is not None and (not is_int(window) or window < 1):
             raise GenotypeError(f"window must be a positive integer, got {window!r}")
@@ -229,7 +232,7 @@ class Genotype:
     # --- Serialisation ---
 
     def to_dict(self) -> dict:
-        """The JSON-ready document of DESIGN §6; fields that are None are omitted."""
+        """The JSON-ready document of BUILD_NOTES "Genotype format and registry"; fields that are None are omitted."""
         self.validate()
         doc = {"format": FORMAT}
         if self.name is not None:
@@ -356,8 +359,8 @@ def _cell_keys_message(cells) -> str:
 
 
 def _check_edges(edges, where: str, op_names, max_src: int, what: str) -> None:
-    """The rules shared by cell nodes and stage cells (DESIGN §6): known non-'none' ops, integer sources
-    in 0..max_src, at most one edge per source."""
+    """The rules shared by cell nodes and stage cells (BUILD_NOTES "Genotype format and registry"): known non-'none'
+    ops, integer sources in 0..max_src, at most one edge per source."""
     if not isinstance(edges, (tuple, list)) or not edges:
         raise GenotypeError(f"{where} has no edges; every {what} needs at least one (op, source) edge, got {edges!r}")
     seen = {}
@@ -436,7 +439,7 @@ def validate_stage(stage: StageGenotype, where: str, op_names=STAGE_OPS) -> None
 
 
 def _check_window(stage: StageGenotype, where: str, window: int) -> None:
-    # DESIGN §4: cell j's candidate sources are the last min(m, j+2) states.
+    # BUILD_NOTES "Stage DAGs, the sliding window and β": cell j's candidate sources are the last min(m, j+2) states.
     for j, cell in enumerate(stage.cells):
         low = max(0, j + 2 - window)
         for e, (_, src) in enumerate(cell):
@@ -495,7 +498,8 @@ def _stage_from_json(entry, where: str) -> StageGenotype:
     cells = tuple(_edges_from_json(cell, f"{where} cell {j}") for j, cell in enumerate(cells))
     concat = entry.get("concat")
     if concat is None:
-        concat = (len(cells), len(cells) + 1)  # the last two cells, as in the chain (DESIGN §4)
+        # The last two cells, as in the chain (BUILD_NOTES "Stage DAGs, the sliding window and β").
+        concat = (len(cells), len(cells) + 1)
     elif not isinstance(concat, (list, tuple)):
         raise GenotypeError(f"{where} concat: expected two state indices, got {concat!r}")
     return StageGenotype(cells=cells, concat=tuple(concat))

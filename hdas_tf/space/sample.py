@@ -43,7 +43,8 @@ def sample_cell(rng: np.random.Generator, ops, steps: int = 4, k: int = EDGES_PE
 
 def sample_stage(rng: np.random.Generator, n_cells: int, window: int, ops, k: int = EDGES_PER_NODE) -> StageGenotype:
     """One stage DAG of ``n_cells``: cell j reads k distinct states of its window, the last min(window, j+2)
-    (DESIGN §4), each through a uniformly drawn non-'none' stage op; the output is the last two cells."""
+    (BUILD_NOTES "Stage DAGs, the sliding window and β"), each through a uniformly drawn non-'none' stage op; the
+    output is the last two cells."""
     ops = _non_none(ops)
     cells = tuple(_edges(rng, range(j + 2 - min(window, j + 2), j + 2), ops, k) for j in range(n_cells))
     return StageGenotype(cells=cells, concat=(n_cells, n_cells + 1))

@@ -31,7 +31,8 @@ class SearchSpace:
       cells: "shared" (DARTS: one normal + one reduce α) or "stage_specific" (H^c-DAS: five groups).
       stage: "chain" (no stage search), "shared" (one DAG α for all stages, H^s-DAS*) or
         "stage_specific" (one per stage, H^s-DAS).
-      window: m, the number of latest states a stage cell may read (DESIGN §4).
+      window: m, the number of latest states a stage cell may read
+        (BUILD_NOTES "Stage DAGs, the sliding window and β").
       stage_lengths: cells per stage in a stage supernet.
       min_cells, max_cells: the candidate stage lengths of the cell-distribution (β) search;
         ``max_cells=None`` means no distribution search.
@@ -124,7 +125,8 @@ class SearchSpace:
         return layers // 3, 2 * layers // 3
 
     def cell_group(self, index: int, layers: int | None = None) -> str:
-        """The α group of chain cell ``index``: its stage position for stage-specific cells (DESIGN §4)."""
+        """The α group of chain cell ``index``: its stage position for stage-specific cells
+        (BUILD_NOTES "Cells, chains and stage-specific cells")."""
         r1, r2 = self.reduction_indices(layers)
         if self.cells == "shared":
             return "reduce" if index in (r1, r2) else "normal"

@@ -180,8 +180,8 @@ def _bench_search(spec: BenchmarkSpec, strategy) -> dict:
         out.update({f"{part}_first_s": t["first_s"], f"{part}_s": t["step_s"], f"{part}_s_median": t["median_s"]})
         logging.info("%s step alone: median %.3fs", part, t["median_s"])
     # The overhead ratio compares the step with the two plain passes in rounds (step, val pass, train pass):
-    # measured one after another, minutes apart, a ±15 % drift of the host decided the ratio (BUILD_NOTES
-    # "Speed"). The step is traced already; the passes get their first call here.
+    # measured one after another, minutes apart, a ±15 % drift of the host decided the ratio
+    # (BUILD_NOTES "Benchmark method"). The step is traced already; the passes get their first call here.
     fwdbwd = distributed_step(strategy, forward_backward(model))
     val, train = (b[1] for b in batches), (b[0] for b in batches)  # ((x_train, y_train), (x_val, y_val))
     t = measure_rounds({"overhead_step": (step, batches), "fwdbwd_val": (fwdbwd, val),

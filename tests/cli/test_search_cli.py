@@ -152,9 +152,9 @@ def test_distribution_then_stage_search_through_the_cli(tmp_path):
 
 
 def test_stacnas_stage1_then_stage2_through_the_cli(tmp_path):
-    """StacNAS (DESIGN §5): stage 1 searches one representative per cluster of a --clusters file and writes the
-    per-edge winning clusters; stage 2 reads them and each kept edge of its genotype uses a member of the
-    cluster that won that edge; bad hand-offs stop before anything is written."""
+    """StacNAS (BUILD_NOTES "StacNAS operator clusters"): stage 1 searches one representative per cluster of a
+    --clusters file and writes the per-edge winning clusters; stage 2 reads them and each kept edge of its genotype
+    uses a member of the cluster that won that edge; bad hand-offs stop before anything is written."""
     from hdas_tf.space.clusters import EdgeClusters
 
     custom = {"format": "hdas_tf.clusters/1", "clusters": [

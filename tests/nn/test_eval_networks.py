@@ -84,7 +84,8 @@ def test_darts_v2_imagenet_parameter_count():
     # DARTS paper, ImageNet mobile setting: 4.7 M parameters.
     assert count_params(net) == 4_718_752
     assert count_params(net, include_aux=True) - count_params(net) == aux_params_by_hand(768, 1000, "imagenet")
-    # 530 M: conv + dense only; the paper reports 574 M mult-adds counted some other way (BUILD_NOTES).
+    # 530 M: conv + dense only; the paper reports 574 M mult-adds counted some other way
+    # (BUILD_NOTES "Evaluation networks and training recipes").
     assert count_macs(net) == 529_911_552
 
 

@@ -1,4 +1,5 @@
-"""Tests of hdas_tf.ops against facts computed independently in numpy (PyTorch conventions, DESIGN §3)."""
+"""Tests of hdas_tf.ops against facts computed independently in numpy (PyTorch conventions,
+BUILD_NOTES "Mixed ops and the PyTorch grid")."""
 
 import numpy as np
 import pytest

@@ -51,8 +51,9 @@ def test_variable_partition_and_optimizer_slots():
     assert [v.path.split("/")[-1] for v in model.arch_variables] == ["alpha_normal", "alpha_reduce"]
     assert not any(id(v) in arch_ids for v in model.weight_variables)
     assert len(model.weight_variables) + 2 == len(model.trainable_variables)
-    # FlatSGD keeps one momentum buffer for every weight and none for α (KERAS_NOTES §1.1 pitfall), plus its
-    # step counter (the schedule needs no learning-rate variable); Adam: iteration, lr, 2 slots per α.
+    # FlatSGD keeps one momentum buffer for every weight and none for α (a lazily built optimizer would grow one for
+    # α: BUILD_NOTES "Keras 3 specifics"), plus its step counter (the schedule needs no learning-rate variable);
+    # Adam: iteration, lr, 2 slots per α.
     assert len(model.w_optimizer.variables) == 2
     assert model.w_optimizer.buffer.shape == (sum(int(np.prod(v.shape)) for v in model.weight_variables),)
     assert len(model.a_optimizer.variables) == 2 + 2 * 2
@@ -104,7 +105,7 @@ def test_train_step_arch_update_uses_gradient_at_current_weights():
     tf.function(model.train_step)(batch)
     for a_before, gi, v in zip(a0, g, model.arch_variables):
         # Keras Adam's first step: lr·g/(|g| + ε/√(1−β2)) — Keras adds ε before the bias correction of
-        # v, PyTorch after it (BUILD_NOTES); the difference only shows for |g| ≲ 1e-6.
+        # v, PyTorch after it (BUILD_NOTES "Optimiser parity"); the difference only shows for |g| ≲ 1e-6.
         expected = a_before - 3e-3 * gi / (np.abs(gi) + 1e-8 / np.sqrt(1 - 0.999))
         np.testing.assert_allclose(v.numpy(), expected, rtol=1e-4, atol=1e-7)
 

@@ -1,7 +1,8 @@
-"""Export for TF Serving (`python -m hdas_tf.export`, DESIGN §8): the signature as `saved_model_cli` reports it,
-outputs equal to the Keras model's when loaded in a process that cannot import hdas_tf, batches of 1 and 7, the
-TFLite model, atomic versions (existing ones refused unless overwrite; a run without a model writes nothing),
-`--resize`, where the normalisation constants come from, and `scripts/serving_smoke.sh`.
+"""Export for TF Serving (`python -m hdas_tf.export`, BUILD_NOTES "Export for TF Serving"): the signature as
+`saved_model_cli` reports it, outputs equal to the Keras model's when loaded in a process that cannot import
+hdas_tf, batches of 1 and 7, the TFLite model, atomic versions (existing ones refused unless overwrite; a run
+without a model writes nothing), `--resize`, where the normalisation constants come from, and
+`scripts/serving_smoke.sh`.
 
 The model is a tiny DARTS_V2 chain network (C=4, 3 cells, 10 classes, 32×32×3) with an auxiliary head and drop
 path, after one training step (so BN running statistics are not trivial), normalised with the digits' constants.

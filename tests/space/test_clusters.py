@@ -1,5 +1,5 @@
 """StacNAS mode: operator clusters, the stage-1 → stage-2 hand-off, per-edge op sets in the search space, the
-search cell and the chain supernet, and masked genotype parsing (DESIGN §5 "StacNAS mode")."""
+search cell and the chain supernet, and masked genotype parsing (BUILD_NOTES "StacNAS operator clusters")."""
 
 import json
 import math

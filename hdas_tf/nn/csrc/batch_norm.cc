@@ -3,9 +3,9 @@
 // FusedBatchNormGradV3 (is_training=True), with the same reserve-space meaning as TF's CPU kernels
 // (reserve 1 = batch mean, reserve 2 = biased batch variance), so either gradient accepts either forward.
 //
-// Why: TF's CPU FusedBatchNorm kernels took 6-11x the time of a ReLU over the same tensor at the search
-// supernets' shapes, a third of a cell-search step on an AVX2 host (BUILD_NOTES "Speed"). Here the forward
-// pass is two sweeps (both moments, then normalise) and the backward pass two, each vectorised over the
+// Why: TF's CPU FusedBatchNorm kernels took 6-11x the time of a ReLU over the same tensor at the search supernets'
+// shapes, a third of a cell-search step on an AVX2 host (BUILD_NOTES "CPU kernels and their build"). Here the
+// forward pass is two sweeps (both moments, then normalise) and the backward pass two, each vectorised over the
 // channels.
 //
 // With M = the number of rows (N*H*W), per channel c:

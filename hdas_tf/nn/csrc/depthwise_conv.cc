@@ -3,8 +3,8 @@
 //
 // Why: on AVX2 hosts TF's own DepthwiseConv2dNative CPU kernel ran 3.5-6.4x slower than PyTorch's at the cell
 // supernet's shapes (C = 16..64), and depthwise convolutions are most of a search step there (BUILD_NOTES
-// "Speed"). These kernels keep the channels innermost and vectorise over them (8 floats per vector, 1-4
-// vectors per pass), so a pixel's k*k taps accumulate in registers.
+// "CPU kernels and their build"). These kernels keep the channels innermost and vectorise over them (8 floats
+// per vector, 1-4 vectors per pass), so a pixel's k*k taps accumulate in registers.
 //
 // Definitions (H, W input size; Ho = (H + 2 pad - k) / stride + 1, likewise Wo):
 //   y[n, i, j, c]  = sum_{u,v} x[n, i*s - pad + u, j*s - pad + v, c] * f[u, v, c]      (x is 0 outside)

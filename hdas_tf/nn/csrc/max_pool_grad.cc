@@ -3,8 +3,8 @@
 // gradient goes to the first input of its window, in row-major order, equal to the output.
 //
 // Why: TF's MaxPoolGrad took 8-9x its forward pass on the CPU, ~10 % of a cell-search step on an AVX2 host
-// (BUILD_NOTES "Speed"). Here each window is scanned once per vector of 8 channels: a mask of the channels not
-// yet assigned picks the first tap equal to the output.
+// (BUILD_NOTES "CPU kernels and their build"). Here each window is scanned once per vector of 8 channels: a mask of
+// the channels not yet assigned picks the first tap equal to the output.
 //
 // Images are independent (a window never leaves its image), so they run in parallel without atomics.
 //
