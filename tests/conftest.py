@@ -12,18 +12,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 
 # MirroredStrategy tests need two logical CPU devices, and logical devices can only be configured
-# before TensorFlow touches any device (KERAS_NOTES §1.6). The default strategy still uses CPU:0.
+# before TensorFlow touches any device (BUILD_NOTES "Keras 3 specifics"). The default strategy still uses CPU:0.
 _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(_cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 # The library runs with Grappler off and, on a CPU-only host, one thread per op (run.runtime.configure_runtime;
-# BUILD_NOTES "Search loop", "Speed"): test that.
+# BUILD_NOTES "Graph size, threads and what was measured"): test that.
 tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
 tf.config.threading.set_inter_op_parallelism_threads(os.cpu_count() or 1)
 tf.config.threading.set_intra_op_parallelism_threads(1)
 
 
 def pytest_configure(config):
-    # Under pytest absl flags are never parsed, and reading any flag would raise (KERAS_NOTES §5).
+    # Under pytest absl flags are never parsed, and reading any flag would raise (BUILD_NOTES "Keras 3 specifics").
     from absl import flags
 
     flags.FLAGS.mark_as_parsed()

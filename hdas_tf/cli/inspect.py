@@ -46,7 +46,8 @@ flags.DEFINE_string("genotype", None, "Cells: a registry name (e.g. DARTS_V2) or
                     "stage DAGs); with --supernet=stage|distribution the supernet's fixed cells.")
 flags.DEFINE_string("stage_genotype", None, "Stage DAGs (registry name such as HS_DAS_CIFAR, or a file) added to the "
                     "genotype's cells: the network is then a stage network.")
-flags.DEFINE_enum("layout", "cifar", ["cifar", "imagenet"], "Evaluation network layout (DESIGN §4).")
+flags.DEFINE_enum("layout", "cifar", ["cifar", "imagenet"], "Evaluation network layout (BUILD_NOTES \"Evaluation networks and "
+                  "training recipes\").")
 flags.DEFINE_enum("cells", "shared", ["shared", "stage_specific"], "Cell α sharing of the cell supernet.")
 flags.DEFINE_enum("stacnas", "off", ["off", "clusters", "members"], "Cell supernet of a StacNAS stage (see "
                   "hdas_tf.search --help): clusters = stage 1, members = stage 2 (needs --edge_clusters).")
@@ -88,7 +89,7 @@ flags.DEFINE_string("draw", None, "Draw the genotype's cells and stage DAGs into
                     "(Graphviz when its 'dot' program is on the PATH, matplotlib otherwise) instead of "
                     "reporting sizes.")
 
-# The reference recipes (DESIGN §4): (init_channels, layers) per network kind and layout.
+# The reference recipes (BUILD_NOTES "Evaluation networks and training recipes"): (init_channels, layers) per network kind and layout.
 NETWORK_DEFAULTS = {("chain", "cifar"): (36, 20), ("chain", "imagenet"): (48, 14),
                     ("stage", "cifar"): (36, None), ("stage", "imagenet"): (39, None)}
 LAYOUT_DEFAULTS = {"cifar": dict(num_classes=10, image_size=32), "imagenet": dict(num_classes=1000, image_size=224)}

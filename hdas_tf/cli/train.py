@@ -19,7 +19,8 @@ flags.DEFINE_string("genotype", None, "The cells: a registry name (DARTS_V2, PDA
                     "(JSON, or a PyTorch genotype string); a file may also carry stage DAGs.")
 flags.DEFINE_string("stage_genotype", None, "Stage DAGs (registry name such as HS_DAS_CIFAR, or a file) that add to "
                     "or replace the genotype's: the network is then a stage network (H^s-DAS).")
-flags.DEFINE_enum("layout", "cifar", ["cifar", "imagenet"], "Network layout (DESIGN §4).")
+flags.DEFINE_enum("layout", "cifar", ["cifar", "imagenet"],
+                  "Network layout (BUILD_NOTES \"Evaluation networks and training recipes\").")
 flags.DEFINE_integer("init_channels", 36, "C.", lower_bound=1)
 flags.DEFINE_integer("layers", 20, "L, cells of a chain network (stage networks take theirs from the DAGs).",
                      lower_bound=3)

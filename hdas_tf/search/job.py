@@ -133,7 +133,7 @@ def search_space(cfg: SearchConfig, num_classes: int) -> SearchSpace:
 
 
 def derive_cell_genotype(arch: dict, space: SearchSpace, ranking: str = "softmax") -> genotypes.Genotype:
-    """Top-2 edges per node, 'none' excluded (DESIGN §5), for every α group of a cell search; with per-edge op
+    """Top-2 edges per node, 'none' excluded (BUILD_NOTES "Deriving genotypes"), for every α group of a cell search; with per-edge op
     sets (StacNAS stage 2) each edge chooses among its own ops."""
     cells = {group: derive.parse_cell_alphas(
         arch[f"alpha_{group}"], op_names=space.cell_ops, steps=space.steps, ranking=ranking,
@@ -263,7 +263,7 @@ class SearchLoop(StepLoop):
       strategy: the run's tf.distribute strategy.
       dataset: an infinite ``((x_train, y_train), (x_val, y_val))`` dataset of *global* batches (``((x_train,
         y_train),)`` for the one-level update), deterministic for a given seed.
-      run_dir: the run directory (DESIGN §7).
+      run_dir: the run directory (BUILD_NOTES "Run directory layout").
       steps_per_epoch, epochs, max_steps: the schedule; the run ends at ``epochs·steps_per_epoch`` or
         ``max_steps`` steps, whichever comes first (a checkpoint is written at the end either way).
       derive: ``fn(arch: dict name -> np.ndarray) -> Genotype`` (the epoch's genotype).

@@ -1,4 +1,4 @@
-"""TensorBoard logging and human-readable views of architectures (DESIGN §1 item 4, KERAS_NOTES §3).
+"""TensorBoard logging and human-readable views of architectures (BUILD_NOTES "TensorBoard and inspection").
 
 Everything here needs numpy and ``tf.summary`` only — no matplotlib, pydot or Graphviz:
 
@@ -343,7 +343,7 @@ class SummaryLogger:
     """A ``tf.summary`` file writer for a search or a training run (tags: see the module docstring).
 
     Use one logger per run directory, e.g. ``SummaryLogger(logdir / "arch")``. Do not write to it from
-    inside ``model.fit``'s own ``TensorBoard`` writer context (KERAS_NOTES §3); call it eagerly, e.g. at
+    inside ``model.fit``'s own ``TensorBoard`` writer context (BUILD_NOTES "Keras 3 specifics"); call it eagerly, e.g. at
     epoch end. Also a context manager (closes on exit).
     """
 

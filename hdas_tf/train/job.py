@@ -1,4 +1,6 @@
-"""A training run assembled from a ``TrainConfig``: a genotype trained from scratch (DESIGN §4, §7).
+"""A training run assembled from a ``TrainConfig``: a genotype trained from scratch.
+
+BUILD_NOTES "Evaluation networks and training recipes" gives the recipes, "Run directory layout" the files.
 ``python -m hdas_tf.train`` is this plus flag parsing.
 
 Each epoch of the step loop (``hdas_tf.run.loop``): set the drop path rate of the linear ramp, train
