@@ -52,7 +52,7 @@ def search_configs(tmp_path_factory):
     hand_off = tmp_path_factory.mktemp("stacnas1") / "edge_clusters.json"
     hand_off.write_text(json.dumps(EdgeClusters(DEFAULT_CLUSTERS, 4, (("normal", ("separable",) * 14),
                                                                       ("reduce", ("pooling",) * 14))).to_dict()))
-    extra = {"cifar10_stacnas_members.cfg": [f"--edge_clusters={hand_off}"]}
+    extra = {f: [f"--edge_clusters={hand_off}"] for f in SEARCH_FILES if "stacnas_members" in f}
     return _configs("search", SEARCH_FILES, lambda f: extra.get(f, []))
 
 
