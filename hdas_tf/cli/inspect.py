@@ -32,7 +32,7 @@ import sys
 from absl import app, flags
 
 from hdas_tf.cli.errors import run_main
-from hdas_tf.errors import ConfigError, UserError
+from hdas_tf.errors import ConfigError, GenotypeError, UserError
 
 FLAGS = flags.FLAGS
 
@@ -158,15 +158,23 @@ def stage_supernet_report(search: str, genotype: str, stage: str = "stage_specif
     from hdas_tf.search.config import SearchConfig
     from hdas_tf.space.search_space import log10_stage_level_size
 
-    cfg = SearchConfig(search=search, genotype=genotype, stage=stage, init_channels=init_channels,
-                       stage_lengths=None if stage_lengths is None else tuple(stage_lengths), window=window,
-                       min_cells=min_cells, max_cells=max_cells, pool_bn=pool_bn)
-    space, net = _built_supernet(cfg, num_classes, image_size)
+    try:
+        cfg = SearchConfig(search=search, genotype=genotype, stage=stage, init_channels=init_channels,
+                           stage_lengths=None if stage_lengths is None else tuple(stage_lengths), window=window,
+                           min_cells=min_cells, max_cells=max_cells, pool_bn=pool_bn)
+    except ValueError as e:  # the config's own field checks: every one is about a given value
+        raise ConfigError(str(e)) from None
+    try:
+        space, net = _built_supernet(cfg, num_classes, image_size)
+    except GenotypeError:
+        raise
+    except ValueError as e:  # the search space's checks of the given lengths, window and candidate range
+        raise ConfigError(str(e)) from None
     lengths = [stage_layer.n_cells for stage_layer in net.stages]
     cells = sum(lengths) + len(net.reductions)
     if layers is not None and layers != cells:
         source = f"--max_cells={max_cells}" if search == "distribution" else "--stage_lengths (or the genotype's)"
-        raise ValueError(f"--layers={layers} does not match the {search} supernet: {'+'.join(map(str, lengths))} "
+        raise ConfigError(f"--layers={layers} does not match the {search} supernet: {'+'.join(map(str, lengths))} "
                          f"stage cells + {len(net.reductions)} reduction cells = {cells}; its cells come from "
                          f"{source}, not from --layers: drop --layers or set it to {cells}")
     report = {
