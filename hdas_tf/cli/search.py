@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 from absl import app, flags
@@ -90,15 +91,25 @@ def main(argv):
     from hdas_tf.run.runtime import configure_runtime
     from hdas_tf.search.job import check_inputs, run_search
 
+    from hdas_tf.cli.run_exits import clean_exits
+
+    stack = contextlib.ExitStack()
     try:
         check_inputs(cfg)  # the files the flags name, before anything is written
-        # A resumed search keeps the flags.cfg it started with; progress goes to stderr and RUN_DIR/search.log.
-        run_dir.start(FLAGS.run_dir, FLAGS.resume, runtime_flags.key_flag_lines(__name__), "search.log",
-                      keep_flags_on_resume=True)
+        # This process's run files: RUN_DIR, or a non-chief worker's temporary directory (removed at the end).
+        out_dir = stack.enter_context(run_dir.worker_directory(FLAGS.run_dir, cfg.strategy))
     except ValueError as e:
         raise app.UsageError(str(e))
-    configure_runtime(cfg)
-    run_search(cfg, FLAGS.run_dir, resume=FLAGS.resume)
+    with stack:
+        try:
+            # A resumed search keeps the flags.cfg it started with; progress goes to stderr and RUN_DIR/search.log.
+            run_dir.start(out_dir, FLAGS.resume, runtime_flags.key_flag_lines(__name__), "search.log",
+                          keep_flags_on_resume=True)
+        except ValueError as e:
+            raise app.UsageError(str(e))
+        configure_runtime(cfg)
+        with clean_exits("hdas_tf.search", FLAGS.run_dir):
+            run_search(cfg, FLAGS.run_dir, resume=FLAGS.resume, out_dir=out_dir)
 
 
 def run():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 from absl import app, flags
@@ -55,7 +56,8 @@ flags.DEFINE_float("grad_clip", 5.0, "Global-norm clip of the gradient (after cr
                    lower_bound=0.0)
 flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing ε of both losses (ImageNet recipe: 0.1).",
                    lower_bound=0.0, upper_bound=0.99)
-flags.DEFINE_boolean("resume", False, "Continue the run in --run_dir from its latest checkpoint (end of an epoch).")
+flags.DEFINE_boolean("resume", False, "Continue the run in --run_dir from its latest readable checkpoint (an epoch end, "
+                     "or a step inside an epoch: --checkpoint_every_steps/_minutes, SIGTERM).")
 flags.DEFINE_integer("seed", 0, "Seed of the weights, drop path and the data order.")
 flags.DEFINE_boolean("deterministic", False, "Deterministic ops.")
 flags.adopt_module_key_flags(runtime_flags)  # grappler, threads, recompute, strategy, logical_cpus
@@ -77,17 +79,28 @@ def main(argv):
     from hdas_tf.run.runtime import configure_runtime
     from hdas_tf.train.job import TrainJob
 
+    from hdas_tf.cli.run_exits import clean_exits
+
+    stack = contextlib.ExitStack()
     try:
         cfg = config_from_flags()
-        job = TrainJob(cfg, FLAGS.run_dir, resume=FLAGS.resume)  # resolves the genotype: bad names fail here
-        # flags.cfg without --resume and --run_dir, so it reproduces the configuration from scratch (a resumed run
-        # rewrites it with the flags it continued with); progress goes to stderr and RUN_DIR/train.log.
-        lines = runtime_flags.key_flag_lines(__name__, exclude=("resume", "run_dir"))
-        run_dir.start(FLAGS.run_dir, FLAGS.resume, lines, "train.log")
+        # This process's run files: RUN_DIR, or a non-chief worker's temporary directory (removed at the end).
+        out_dir = stack.enter_context(run_dir.worker_directory(FLAGS.run_dir, cfg.strategy))
     except ValueError as e:
         raise app.UsageError(str(e))
-    configure_runtime(cfg)
-    job.run()
+    with stack:
+        try:
+            # resolves the genotype: bad names fail here
+            job = TrainJob(cfg, FLAGS.run_dir, resume=FLAGS.resume, out_dir=out_dir)
+            # flags.cfg without --resume and --run_dir, so it reproduces the configuration from scratch (a resumed
+            # run rewrites it with the flags it continued with); progress goes to stderr and RUN_DIR/train.log.
+            lines = runtime_flags.key_flag_lines(__name__, exclude=("resume", "run_dir"))
+            run_dir.start(out_dir, FLAGS.resume, lines, "train.log")
+        except ValueError as e:
+            raise app.UsageError(str(e))
+        configure_runtime(cfg)
+        with clean_exits("hdas_tf.train", FLAGS.run_dir):
+            job.run()
 
 
 def run():

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from hdas_tf.run.strategy import STRATEGIES
+from hdas_tf.run.precision import PRECISIONS
+from hdas_tf.run.strategy import STRATEGIES, check_run_options
 
 SEARCH_KINDS = ("cell", "distribution", "stage")
 EDGE_RANKINGS = ("softmax", "logit")
@@ -30,6 +31,8 @@ class SearchConfig:
       unrolled: second-order architecture gradient.
       recompute: keep only block inputs for the backward pass and recompute the rest (less memory).
       op_tracebacks: keep TensorFlow's per-op Python stack traces (``hdas_tf.run.op_tracebacks``; off by default).
+      mixed_precision: "off", "bf16" or "fp16" (``hdas_tf.run.precision``); jit_compile: XLA for the step.
+      checkpoint_every_steps, checkpoint_every_minutes: checkpoints between epoch ends (0 = none).
       stacnas: StacNAS mode of a cell search (``hdas_tf.space.clusters``): "off"; "clusters" (stage 1: one
         representative op per cluster of ``clusters``, a file, or the default set when None); "members"
         (stage 2: each edge searches the members of the cluster it won in stage 1, read from the hand-off
@@ -83,6 +86,10 @@ class SearchConfig:
     inter_op_threads: int = 0
     intra_op_threads: int = 0
     strategy: str = "default"
+    mixed_precision: str = "off"
+    jit_compile: bool = False
+    checkpoint_every_steps: int = 0
+    checkpoint_every_minutes: float = 0.0
     log_every: int = 10
 
     def __post_init__(self):
@@ -93,6 +100,7 @@ class SearchConfig:
             ("genotype_selection", self.genotype_selection, SELECTIONS),
             ("theta", self.theta, ("uniform", "flops")),
             ("stacnas", self.stacnas, STACNAS_MODES),
+            ("mixed_precision", self.mixed_precision, PRECISIONS),
         ]
         for name, value, allowed in checks:
             if value not in allowed:
@@ -104,6 +112,12 @@ class SearchConfig:
                 raise ValueError(f"{name} must be >= 1, received {value}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, received {self.max_steps}")
+        if self.checkpoint_every_steps < 0 or self.checkpoint_every_minutes < 0:
+            raise ValueError("checkpoint_every_steps and checkpoint_every_minutes must be >= 0 (0 = only at epoch ends)")
+        check_run_options(self.strategy, self.jit_compile, self.checkpoint_every_minutes)
+        if self.unrolled and self.mixed_precision == "fp16":
+            raise ValueError("unrolled (second-order) search has no loss scaling: use mixed_precision 'bf16' or 'off' "
+                             "with it")
         if not 0.0 < self.train_portion < 1.0:
             raise ValueError(f"train_portion must be in (0, 1), received {self.train_portion}")
         if self.stacnas != "off" and self.search != "cell":
