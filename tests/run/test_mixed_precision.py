@@ -25,9 +25,12 @@ SPACE = SearchSpace(layers=3, init_channels=4, num_classes=4,
                     cell_ops=("max_pool_3x3", "skip_connect", "sep_conv_3x3", "dil_conv_3x3", "none"))
 IMAGE = (8, 8, 3)
 # bfloat16 keeps 8 significant bits: each rounding is off by up to 2^-9 ≈ 0.2 %. Through the tiny supernet
-# (stem, three cells of sums of convolutions, BN re-normalising every block) the logits move by a few tenths
-# of a percent of their spread, and a cross-entropy near ln 4 ≈ 1.39 by well under 0.03 (≈ 2 %).
-BF16_LOSS_TOL = 0.03
+# (stem, three cells of sums of convolutions, BN re-normalising every block) the errors partly cancel; a
+# cross-entropy near 1.5 may move by a few tenths of a percent: allowed 0.01 (≈ 0.7 %).
+BF16_LOSS_TOL = 0.01
+# The α gradient is a small difference of large sums (the mixed ops' outputs), so it carries bf16's rounding
+# amplified (20-25 % of its norm here): allowed half its norm; a gradient unrelated to it would be off by ~140 %.
+BF16_ARCH_GRAD_REL_TOL = 0.5
 
 
 def _search_model(mode="off", seed=0):
@@ -82,6 +85,12 @@ def test_bf16_search_step_keeps_the_architecture_float32_and_matches_float32():
 
     m16.supernet.call = spy
     batch = _batch()
+    (_, _), (xv, yv) = batch
+    g32 = tf.function(m32.arch_gradients)(xv, yv)[0]
+    g16 = tf.function(m16.arch_gradients)(xv, yv)[0]
+    for a, b in zip(g32, g16):
+        assert b.dtype == tf.float32
+        assert np.linalg.norm(b.numpy() - a.numpy()) < BF16_ARCH_GRAD_REL_TOL * np.linalg.norm(a.numpy())
     logits16 = m16(batch[1][0], training=False)
     assert logits16.dtype == tf.bfloat16  # the weights' layers really compute in bfloat16
     assert seen and set(seen.values()) == {tf.float32}  # α reaches the supernet (and its softmax) as float32
@@ -94,9 +103,6 @@ def test_bf16_search_step_keeps_the_architecture_float32_and_matches_float32():
     # loss_a is the first forward pass, at identical weights; loss_w follows one (tiny) α step.
     assert abs(out16["loss_a"] - out32["loss_a"]) < BF16_LOSS_TOL
     assert abs(out16["loss_w"] - out32["loss_w"]) < BF16_LOSS_TOL
-    # α moved the same way: Adam's first step is ±lr·sign(g) wherever the gradient is not tiny.
-    for a, b in zip(m32.arch_variables, m16.arch_variables):
-        np.testing.assert_allclose(b.numpy(), a.numpy(), atol=2 * 3e-3)
 
 
 def test_flat_sgd_loss_scale_by_hand():
@@ -139,6 +145,7 @@ def test_fp16_search_step_runs_with_loss_scaling():
     assert all(np.all(np.isfinite(v.numpy())) for v in model.weight_variables)
 
 
+@pytest.mark.slow  # ~45 s on a loaded 2-core host: XLA compiles the whole step
 def test_jit_compiled_step_gives_the_float32_step():
     plain, xla = _search_model("off"), _search_model("off")
     batch = _batch()
