@@ -196,3 +196,21 @@ def test_refused_combinations():
         SearchConfig(unrolled=True, mixed_precision="fp16")
     with pytest.raises(ValueError, match="mixed_precision must be one of"):
         TrainConfig(genotype="DARTS_V2", mixed_precision="fp8")
+
+
+def test_bf16_training_run_saves_a_float32_model(tmp_path):
+    from hdas_tf.train.job import TrainJob
+
+    cfg = TrainConfig(genotype="DARTS_V2", init_channels=4, layers=3, batch_size=16, num_examples=32, epochs=1,
+                      auxiliary=False, drop_path_rate=0.0, augment="none", mixed_precision="bf16")
+    keras.utils.set_random_seed(0)
+    job = TrainJob(cfg, tmp_path / "run")
+    summary = job.run()
+    assert summary["mixed_precision"] == "bf16"
+    assert job.network.cells[0].compute_dtype == "bfloat16"  # it trained in bfloat16
+    loaded = keras.saving.load_model(tmp_path / "run" / "model.keras")
+    assert {layer.dtype_policy.name for layer in loaded._flatten_layers()} == {"float32"}
+    for a, b in zip(loaded.variables, job.network.variables):
+        np.testing.assert_array_equal(np.asarray(a.numpy()), np.asarray(b.numpy()))
+    x = tf.zeros((2, 8, 8, 3))
+    assert loaded(x, training=False).dtype == tf.float32
