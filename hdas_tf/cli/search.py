@@ -110,15 +110,22 @@ def main(argv):
     from hdas_tf.run.runtime import configure_runtime
     from hdas_tf.search.job import open_inputs, run_search
 
+    from hdas_tf.cli.run_exits import clean_exits
+    from hdas_tf.run.strategy import make_strategy
+
     configure_runtime(cfg)  # before the data opens: the thread pools are fixed once TensorFlow runs an op
+    make_strategy(cfg.strategy)  # so is MultiWorkerMirroredStrategy's collective runtime
     # Everything that can refuse the run, before anything is written (BUILD_NOTES "Errors and exit codes"): the
     # run directory, the files the flags name, the data set.
     run_dir.check_run_dir(FLAGS.run_dir, FLAGS.resume)
     inputs = open_inputs(cfg)
-    # A resumed search keeps the flags.cfg it started with; progress goes to stderr and RUN_DIR/search.log.
-    run_dir.start(FLAGS.run_dir, FLAGS.resume, runtime_flags.key_flag_lines(__name__), "search.log",
-                  keep_flags_on_resume=True)
-    run_search(cfg, FLAGS.run_dir, resume=FLAGS.resume, inputs=inputs)
+    # This process's run files: RUN_DIR, or a non-chief worker's temporary directory (removed at the end).
+    with run_dir.worker_directory(FLAGS.run_dir, cfg.strategy) as out_dir:
+        # A resumed search keeps the flags.cfg it started with; progress goes to stderr and RUN_DIR/search.log.
+        run_dir.start(out_dir, FLAGS.resume, runtime_flags.key_flag_lines(__name__), "search.log",
+                      keep_flags_on_resume=True)
+        with clean_exits("hdas_tf.search", FLAGS.run_dir):
+            run_search(cfg, FLAGS.run_dir, resume=FLAGS.resume, inputs=inputs, out_dir=out_dir)
 
 
 def run():

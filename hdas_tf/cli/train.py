@@ -59,7 +59,8 @@ flags.DEFINE_float("grad_clip", 5.0, "Global-norm clip of the gradient (after cr
                    lower_bound=0.0)
 flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing ε of both losses (ImageNet recipe: 0.1).",
                    lower_bound=0.0, upper_bound=0.99)
-flags.DEFINE_boolean("resume", False, "Continue the run in --run_dir from its latest checkpoint (end of an epoch).")
+flags.DEFINE_boolean("resume", False, "Continue the run in --run_dir from its latest readable checkpoint (an epoch end, "
+                     "or a step inside an epoch: --checkpoint_every_steps/_minutes, SIGTERM).")
 flags.DEFINE_integer("seed", 0, "Seed of the weights, drop path and the data order.")
 flags.DEFINE_boolean("deterministic", False, "Deterministic ops.")
 flags.adopt_module_key_flags(runtime_flags)  # grappler, threads, recompute, strategy, logical_cpus
@@ -77,8 +78,10 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     runtime_flags.split_cpu()
+    from hdas_tf.cli.run_exits import clean_exits
     from hdas_tf.run import run_dir
     from hdas_tf.run.runtime import configure_runtime
+    from hdas_tf.run.strategy import make_strategy
     from hdas_tf.train.job import TrainJob
 
     try:
@@ -86,16 +89,19 @@ def main(argv):
     except ValueError as e:  # the config's own field checks: every one is about a flag value
         raise ConfigError(str(e)) from None
     configure_runtime(cfg)  # before the data opens: the thread pools are fixed once TensorFlow runs an op
-    job = TrainJob(cfg, FLAGS.run_dir, resume=FLAGS.resume)  # resolves the genotype: bad names fail here
-    # Everything that can refuse the run, before anything is written (BUILD_NOTES "Errors and exit codes"): the
-    # run directory, the genotype a resumed run trains, the data set.
-    job.prepare()
-    # flags.cfg without --resume and --run_dir, so it reproduces the configuration from scratch (a resumed run
-    # rewrites it with the flags it continued with); progress goes to stderr and RUN_DIR/train.log.
-    lines = runtime_flags.key_flag_lines(__name__, exclude=("resume", "run_dir"))
-    run_dir.start(FLAGS.run_dir, FLAGS.resume, lines, "train.log")
-    job.run()
-
+    make_strategy(cfg.strategy)  # so is MultiWorkerMirroredStrategy's collective runtime
+    # This process's run files: RUN_DIR, or a non-chief worker's temporary directory (removed at the end).
+    with run_dir.worker_directory(FLAGS.run_dir, cfg.strategy) as out_dir:
+        job = TrainJob(cfg, FLAGS.run_dir, resume=FLAGS.resume, out_dir=out_dir)  # resolves the genotype
+        # Everything that can refuse the run, before anything is written (BUILD_NOTES "Errors and exit codes"):
+        # the run directory, the genotype a resumed run trains, the data set.
+        job.prepare()
+        # flags.cfg without --resume and --run_dir, so it reproduces the configuration from scratch (a resumed
+        # run rewrites it with the flags it continued with); progress goes to stderr and RUN_DIR/train.log.
+        lines = runtime_flags.key_flag_lines(__name__, exclude=("resume", "run_dir"))
+        run_dir.start(out_dir, FLAGS.resume, lines, "train.log")
+        with clean_exits("hdas_tf.train", FLAGS.run_dir):
+            job.run()
 
 def run():
     """The entry point of ``python -m hdas_tf.train``."""

@@ -1,5 +1,7 @@
 """The step loop shared by search and training: steps under a tf.distribute strategy in epochs, the non-finite
-loss guard, timing, the history and the checkpoint. A job subclasses ``StepLoop`` for what it does differently.
+loss and out-of-memory guards, timing, the history and the checkpoints (at epoch ends, on a step or minute
+schedule, and on SIGTERM / SIGINT: ``hdas_tf.run.checkpoints``). A job subclasses ``StepLoop`` for what it does
+differently.
 
 A custom loop rather than ``Model.fit``: ``fit`` breaks under MultiWorkerMirroredStrategy in Keras 3
 (KERAS_NOTES §0.5), and exact resume needs the exact step count: the checkpoint holds the job's state, and the
@@ -18,10 +20,29 @@ from absl import logging
 
 from hdas_tf.files import write_json_atomic
 from hdas_tf.run import run_dir as run_dirs
+from hdas_tf.run.checkpoints import Interrupted, SaveSchedule, StopSignals, restore_newest_readable
 
 
 class NonFiniteLossError(FloatingPointError):
     """A search or training loss became NaN or infinite."""
+
+
+class OutOfMemoryError(MemoryError):
+    """A step ran out of memory (TensorFlow's ResourceExhaustedError); the message names the flags that help."""
+
+
+# The flags that lower a run's peak memory, in the order worth trying (BUILD_NOTES "Mixed precision and XLA").
+MEMORY_FLAGS = ("--batch_size", "--recompute", "--init_channels", "--layers", "--mixed_precision")
+
+
+def out_of_memory_message(where: str, error: Exception | None = None) -> str:
+    """One line for a run that ran out of memory ``where`` (e.g. "at step 3"), naming the flags that help."""
+    detail = ""
+    if error is not None and getattr(error, "message", None):
+        detail = f" ({error.message.strip().splitlines()[0][:200]})"
+    return (f"out of memory {where}{detail}. Lower the memory a step needs: a smaller --batch_size, --recompute "
+            "(recompute activations in the backward pass), fewer --init_channels or --layers, or "
+            "--mixed_precision=bf16 (fp16 on GPUs); the last checkpoint, if any, is intact (resume with --resume).")
 
 
 @dataclasses.dataclass
@@ -56,8 +77,14 @@ class StepLoop:
     checkpoint comes after every file of the epoch, so a restart from it never lacks them; an exception in a
     step or a hook leaves the last checkpoint as it was.
 
+    Between epoch ends it also writes a checkpoint when ``save_schedule`` says one is due, and when SIGTERM or
+    SIGINT arrived during the step: then, after the checkpoint, it raises ``checkpoints.Interrupted``. These
+    mid-epoch checkpoints hold the job's state at that step (``mid_epoch_number``) and no epoch files; a run
+    resumed from one continues the data stream exactly there.
+
     Hooks (methods to override): ``begin_epoch``, ``after_step``, ``non_finite_message``, ``epoch_record``
-    (required), ``write_epoch``, ``checkpoint_number`` (required), ``epoch_done``, ``restored``.
+    (required), ``write_epoch``, ``checkpoint_number`` (required), ``mid_epoch_number`` (required for mid-epoch
+    checkpoints), ``epoch_done``, ``restored``.
 
     Args:
       strategy: the run's tf.distribute strategy.
@@ -68,12 +95,19 @@ class StepLoop:
         multiple of ``steps_per_epoch``.
       checkpoint: the objects the checkpoint holds, by name; ``tf.train.CheckpointManager`` keeps the last 3.
       finite: the step outputs that must be finite (None: all of them).
+      save_schedule: when to checkpoint between epoch ends (``checkpoints.SaveSchedule``; None: never).
+      resume_dir: the run directory whose checkpoints and history a resumed run continues (default
+        ``run_dir``). A multi-worker run's non-chief workers write to a temporary ``run_dir`` but resume from
+        the chief's (BUILD_NOTES "Synchronized BN and distribution strategies").
     """
 
     def __init__(self, strategy, step_fn, dataset, run_dir: str, steps_per_epoch: int, total_steps: int,
-                 checkpoint: dict, finite: tuple | None = None):
+                 checkpoint: dict, finite: tuple | None = None, save_schedule: SaveSchedule | None = None,
+                 resume_dir: str | None = None):
         self.strategy, self.step_fn, self.dataset, self.run_dir = strategy, step_fn, dataset, run_dir
+        self.resume_dir = run_dir if resume_dir is None else resume_dir
         self.steps_per_epoch, self.total_steps, self.finite = steps_per_epoch, total_steps, finite
+        self.save_schedule = save_schedule or SaveSchedule()
         self.checkpoint = tf.train.Checkpoint(**checkpoint)
         self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(run_dir, "checkpoints"),
                                                   max_to_keep=3)
@@ -103,6 +137,11 @@ class StepLoop:
         """Sets the job's counters the checkpoint holds and returns the checkpoint's number."""
         raise NotImplementedError
 
+    def mid_epoch_number(self, step: int) -> int:
+        """Sets the job's counters the checkpoint holds for a checkpoint after global step ``step`` inside an
+        epoch, and returns the checkpoint's number."""
+        raise NotImplementedError(f"{type(self).__name__} does not write checkpoints inside an epoch")
+
     def epoch_done(self, record: dict, history: list) -> None:
         """After the epoch's checkpoint (e.g. its log line)."""
 
@@ -113,12 +152,12 @@ class StepLoop:
     # === the loop ===
 
     def restore(self) -> int:
-        """Restores the latest checkpoint if any; returns the step to continue from (0 without one)."""
-        latest = self.manager.latest_checkpoint
-        if latest is None:
+        """Restores the newest readable checkpoint of ``resume_dir`` if any (an unreadable newer one is reported
+        and skipped: ``checkpoints.restore_newest_readable``); returns the step to continue from (0 without one)."""
+        path = restore_newest_readable(self.checkpoint, os.path.join(self.resume_dir, "checkpoints"))
+        if path is None:
             return 0
-        self.checkpoint.restore(latest).assert_existing_objects_matched()
-        return self.restored(latest)
+        return self.restored(path)
 
     def run(self, start_step: int, started: float | None = None) -> list:
         """Runs from global step ``start_step`` to ``total_steps`` and returns the history (the entries of
@@ -127,42 +166,54 @@ class StepLoop:
         started = time.monotonic() if started is None else started
         if start_step >= self.total_steps:
             logging.info("nothing to do: step %d >= %d", start_step, self.total_steps)
-        history = run_dirs.load_history(self.run_dir, lambda h: h["step"] <= start_step)
+        _check_same_start(self.strategy, start_step)
+        history = run_dirs.load_history(self.resume_dir, lambda h: h["step"] <= start_step)
         dataset = self.dataset.skip(start_step) if start_step else self.dataset
-        iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
+        iterator = iter(self.strategy.experimental_distribute_dataset(dataset.with_options(_shard_by_data())))
         spe = self.steps_per_epoch
         step = start_step
-        while step < self.total_steps:
-            self.begin_epoch(step // spe)
-            epoch_start, sums, steps, images, step_s = time.monotonic(), {}, 0, 0, 0.0
-            while True:
-                batch = next(iterator)
-                t0 = time.monotonic()
-                out = {k: float(v) for k, v in self.step_fn(batch).items()}  # float() waits for the step
-                dt = time.monotonic() - t0
-                timed = self.first_step_s is not None
-                if not timed:
-                    self.first_step_s = time.monotonic() - started
-                if not all(math.isfinite(out[k]) for k in (self.finite or out)):
-                    raise NonFiniteLossError(self.non_finite_message(step + 1, out))
-                step += 1
-                if self.global_batch is None:
-                    self.global_batch = _global_batch_size(batch)
-                if timed:
-                    images += self.global_batch
-                    step_s += dt
-                steps += 1
-                for k, v in out.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                self.after_step(step, out, dt)
-                if step % spe == 0 or step == self.total_steps:
-                    break
-            stats = EpochStats(epoch=(step - 1) // spe + 1, step=step, complete=step % spe == 0,
-                               means={k: v / steps for k, v in sums.items()}, started=epoch_start,
-                               seconds=time.monotonic() - epoch_start, step_images=images, step_s=step_s)
-            self.step_images += images
-            self.step_s += step_s
-            self._end_epoch(self.epoch_record(stats), history)
+        self.save_schedule.saved()  # the minutes count from the start of this run
+        with StopSignals() as signals:
+            while step < self.total_steps:
+                self.begin_epoch(step // spe)
+                epoch_start, sums, steps, images, step_s = time.monotonic(), {}, 0, 0, 0.0
+                while True:
+                    batch = next(iterator)
+                    t0 = time.monotonic()
+                    try:
+                        out = {k: float(v) for k, v in self.step_fn(batch).items()}  # float() waits for the step
+                    except tf.errors.ResourceExhaustedError as e:
+                        raise OutOfMemoryError(out_of_memory_message(f"at step {step + 1}", e)) from None
+                    dt = time.monotonic() - t0
+                    timed = self.first_step_s is not None
+                    if not timed:
+                        self.first_step_s = time.monotonic() - started
+                    if not all(math.isfinite(out[k]) for k in (self.finite or out)):
+                        raise NonFiniteLossError(self.non_finite_message(step + 1, out))
+                    step += 1
+                    if self.global_batch is None:
+                        self.global_batch = _global_batch_size(batch, self.strategy)
+                    if timed:
+                        images += self.global_batch
+                        step_s += dt
+                    steps += 1
+                    for k, v in out.items():
+                        sums[k] = sums.get(k, 0.0) + v
+                    self.after_step(step, out, dt)
+                    if step % spe == 0 or step == self.total_steps:
+                        break
+                    if signals.received is not None or self.save_schedule.due(step):
+                        self._save(self.mid_epoch_number(step), f"step {step}")
+                        if signals.received is not None:
+                            raise Interrupted(signals.received, step, self.manager.latest_checkpoint)
+                stats = EpochStats(epoch=(step - 1) // spe + 1, step=step, complete=step % spe == 0,
+                                   means={k: v / steps for k, v in sums.items()}, started=epoch_start,
+                                   seconds=time.monotonic() - epoch_start, step_images=images, step_s=step_s)
+                self.step_images += images
+                self.step_s += step_s
+                self._end_epoch(self.epoch_record(stats), history)
+                if signals.received is not None and step < self.total_steps:
+                    raise Interrupted(signals.received, step, self.manager.latest_checkpoint)
         return history
 
     @property
@@ -174,14 +225,47 @@ class StepLoop:
         history[:] = [h for h in history if h["epoch"] < record["epoch"]] + [record]
         write_json_atomic(os.path.join(self.run_dir, "history.json"), history)
         self.write_epoch(record, history)
-        self.manager.save(checkpoint_number=self.checkpoint_number(record))
+        self._save(self.checkpoint_number(record), f"the end of epoch {record['epoch']}")
         self.epoch_done(record, history)
 
+    def _save(self, number: int, when: str) -> None:
+        path = self.manager.save(checkpoint_number=number)
+        self.save_schedule.saved()
+        logging.debug("checkpoint %s written at %s", path, when)
 
-def _global_batch_size(batch) -> int:
-    """Examples in a distributed batch: the leading size of its first tensor, summed over replicas."""
+
+def _check_same_start(strategy, step: int) -> None:
+    """On a multi-worker run, refuses to start unless every worker starts at the same step (a worker that could
+    not read the chief's checkpoints would otherwise train from scratch beside the resumed ones, silently)."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return
+    n = strategy.num_replicas_in_sync
+    value = tf.constant(float(step), tf.float32)  # exact below 2^24 steps
+
+    @tf.function
+    def total():
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.identity(value)), axis=None)
+
+    if float(total()) != float(step) * n:
+        raise ValueError(f"the workers start from different steps (this one from {step}): every worker must see "
+                         "the chief's RUN_DIR/checkpoints at the same path to resume (a shared file system, or a copy)")
+
+
+def _shard_by_data() -> tf.data.Options:
+    """Multi-worker input: every worker runs the whole (deterministic) pipeline and keeps its replicas' slices
+    of each global batch, so the workers together step on exactly the global batches of a one-process run.
+    (Sharding by file would give each worker other examples; one-worker strategies ignore the option.)"""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return options
+
+
+def _global_batch_size(batch, strategy) -> int:
+    """Examples in a distributed batch: the leading size of its first tensor, summed over replicas (a worker
+    of a multi-worker run holds its own replicas' parts only; every replica's part is the same size)."""
     first = batch
     while isinstance(first, (tuple, list)):  # (x, y), or the search's ((x_train, y_train), (x_val, y_val))
         first = first[0]
     values = first.values if hasattr(first, "values") else (first,)
-    return int(sum(v.shape[0] for v in values))
+    local = int(sum(v.shape[0] for v in values))
+    return local * strategy.num_replicas_in_sync // len(values)

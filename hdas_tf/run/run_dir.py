@@ -1,12 +1,15 @@
-"""The run directory: a fresh run or the resumption of one, flags.cfg, the log file, the config as JSON, and
-the epoch history a resumed run continues."""
+"""The run directory: a fresh run or the resumption of one, flags.cfg, the log file, the config as JSON, the
+epoch history a resumed run continues, and the directory each worker of a multi-worker run writes."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging as std_logging
 import os
+import shutil
+import tempfile
 
 from absl import logging
 
@@ -83,3 +86,27 @@ def load_history(run_dir: str, keep) -> list:
         return []
     with open(path) as f:
         return [h for h in json.load(f) if keep(h)]
+
+
+@contextlib.contextmanager
+def worker_directory(run_dir: str, strategy: str):
+    """Yields the directory this process writes its run files to: ``run_dir`` itself, except on a non-chief
+    worker of a multi-worker run (TF_CONFIG), which writes to a temporary directory removed on exit.
+
+    TensorFlow's convention (BUILD_NOTES "Synchronized BN and distribution strategies"): every worker runs the
+    same code — it saves checkpoints, TensorBoard events and the epoch files, which keeps any collective op a
+    save may run in step — but only the chief's land in the run directory, so workers that share a file
+    system do not overwrite each other's files."""
+    from hdas_tf.run.strategy import worker_task
+
+    kind, index, chief = worker_task() if strategy == "multi_worker" else ("", 0, True)
+    if chief:
+        yield run_dir
+        return
+    temp = tempfile.mkdtemp(prefix=f"hdas_tf_{kind}{index}_")
+    logging.info("%s %d is not the chief: its run files go to %s (removed at the end); the chief writes %s",
+                 kind, index, temp, run_dir)
+    try:
+        yield temp
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)

@@ -6,13 +6,16 @@ which must stay light.
 
 from __future__ import annotations
 
+import json
+import os
+
 STRATEGIES = ("default", "mirrored", "multi_worker")
 
 _MIRRORED: dict = {}
 
 
 def make_strategy(kind: str = "default"):
-    """One strategy object for the whole run (DESIGN §7).
+    """One strategy object for the whole run (BUILD_NOTES "Synchronized BN and distribution strategies").
 
     "mirrored" uses every visible GPU, or every logical CPU when there is no GPU (how the tests and
     CPU machines exercise the multi-replica code path); "multi_worker" reads TF_CONFIG.
@@ -30,18 +33,55 @@ def make_strategy(kind: str = "default"):
             _MIRRORED[devices] = tf.distribute.MirroredStrategy(list(devices))
         return _MIRRORED[devices]
     if kind == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        # One per process, created before any other TensorFlow op runs (the mains make it before the data opens).
+        if kind not in _MIRRORED:
+            _MIRRORED[kind] = tf.distribute.MultiWorkerMirroredStrategy()
+        return _MIRRORED[kind]
     raise ValueError(f"unknown strategy {kind!r}; choose default, mirrored or multi_worker")
 
 
-def distributed_step(strategy, fn):
+def check_run_options(strategy: str, jit_compile: bool, checkpoint_every_minutes: float) -> None:
+    """Refuses the combinations that cannot work, with one line each (the configs call it)."""
+    if jit_compile and strategy != "default":
+        raise ValueError(f"--jit_compile works with --strategy=default only: XLA fails under the {strategy} "
+                         "strategy's cross-device variables; drop one of the two")
+    if checkpoint_every_minutes and strategy == "multi_worker":
+        raise ValueError("--checkpoint_every_minutes cannot be used with --strategy=multi_worker (every worker "
+                         "must checkpoint at the same step, and their clocks differ); use --checkpoint_every_steps")
+
+
+def worker_task() -> tuple[str, int, bool]:
+    """(task type, task index, is chief) of this process in TF_CONFIG; ("", 0, True) without one.
+
+    TensorFlow's rule: the chief is the "chief" task, or worker 0 when the cluster has no chief."""
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        return "", 0, True
+    try:
+        config = json.loads(raw)
+        task = config.get("task", {})
+        kind, index = str(task.get("type", "")), int(task.get("index", 0))
+        has_chief = bool(config.get("cluster", {}).get("chief"))
+    except (ValueError, AttributeError, TypeError) as e:
+        raise ValueError(f"TF_CONFIG is not valid JSON of a cluster and a task ({e}); see README \"Several machines\"")
+    return kind, index, kind == "chief" or (kind == "worker" and index == 0 and not has_chief)
+
+
+def distributed_step(strategy, fn, jit_compile: bool = False):
     """A tf.function running ``fn`` per replica and summing its per-replica outputs: the search and training
-    steps return per-replica shares (or sums) of global values, so their sum over replicas is the value."""
+    steps return per-replica shares (or sums) of global values, so their sum over replicas is the value.
+
+    ``jit_compile``: compile the step with XLA (one device only: ``check_run_options``). XLA cannot compile
+    hdas_tf's CPU kernels, so the step is traced with TensorFlow's (``tracing.options(native_kernels=True)``).
+    """
     import tensorflow as tf
 
-    @tf.function
+    from hdas_tf.nn import tracing
+
+    @tf.function(jit_compile=jit_compile or None)
     def step(batch):
-        per_replica = strategy.run(fn, args=(batch,))
+        with tracing.options(native_kernels=True if jit_compile else None):
+            per_replica = strategy.run(fn, args=(batch,))
         return tf.nest.map_structure(lambda v: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None), per_replica)
 
     return step

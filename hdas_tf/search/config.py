@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from hdas_tf.run.strategy import STRATEGIES
+from hdas_tf.run.precision import PRECISIONS
+from hdas_tf.run.strategy import STRATEGIES, check_run_options
 
 SEARCH_KINDS = ("cell", "distribution", "stage")
 EDGE_RANKINGS = ("softmax", "logit")
@@ -39,6 +40,8 @@ class SearchConfig:
       hessian_every: log the dominant eigenvalue of the architecture Hessian every N epochs (0 = off).
       stop_on_skips: end the search after the first epoch whose derived normal cell holds at least this many skip
         connections (DARTS+ early stopping; 0 = off; cell searches).
+      mixed_precision: "off", "bf16" or "fp16" (``hdas_tf.run.precision``); jit_compile: XLA for the step.
+      checkpoint_every_steps, checkpoint_every_minutes: checkpoints between epoch ends (0 = none).
       stacnas: StacNAS mode of a cell search (``hdas_tf.space.clusters``): "off"; "clusters" (stage 1: one
         representative op per cluster of ``clusters``, a file, or the default set when None); "members"
         (stage 2: each edge searches the members of the cluster it won in stage 1, read from the hand-off
@@ -94,6 +97,10 @@ class SearchConfig:
     inter_op_threads: int = 0
     intra_op_threads: int = 0
     strategy: str = "default"
+    mixed_precision: str = "off"
+    jit_compile: bool = False
+    checkpoint_every_steps: int = 0
+    checkpoint_every_minutes: float = 0.0
     log_every: int = 10
     hessian_every: int = 0
     stop_on_skips: int = 0
@@ -107,6 +114,7 @@ class SearchConfig:
             ("theta", self.theta, ("uniform", "flops")),
             ("stacnas", self.stacnas, STACNAS_MODES),
             ("update", self.update, UPDATES),
+            ("mixed_precision", self.mixed_precision, PRECISIONS),
         ]
         if self.augment is not None:
             from hdas_tf import data  # here, not at the top: the config module stays free of TensorFlow
@@ -128,6 +136,12 @@ class SearchConfig:
                              "keeps its cells fixed: leave stop_on_skips at 0")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, received {self.max_steps}")
+        if self.checkpoint_every_steps < 0 or self.checkpoint_every_minutes < 0:
+            raise ValueError("checkpoint_every_steps and checkpoint_every_minutes must be >= 0 (0 = only at epoch ends)")
+        check_run_options(self.strategy, self.jit_compile, self.checkpoint_every_minutes)
+        if self.unrolled and self.mixed_precision == "fp16":
+            raise ValueError("unrolled (second-order) search has no loss scaling: use mixed_precision 'bf16' or 'off' "
+                             "with it")
         if self.train_portion == 1.0 and self.update != "one_level":
             raise ValueError("train_portion=1 leaves no validation half for the architecture step; it is for "
                              "update='one_level' (A and w from the same batches); or use a portion in (0, 1)")

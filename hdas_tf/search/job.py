@@ -6,6 +6,7 @@ loop (the step loop plus a genotype and its documents every epoch), TensorBoard 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import time
@@ -21,9 +22,11 @@ from hdas_tf.errors import ClusterError, GenotypeError
 from hdas_tf.files import save_npz_atomic, write_json_atomic
 from hdas_tf.nn.stages import derive_stage_genotype
 from hdas_tf.nn.supernets import ChainSupernet, StageSupernet
+from hdas_tf.run.checkpoints import SaveSchedule
 from hdas_tf.run.loop import StepLoop
-from hdas_tf.run.optimizers import FlatSGD
-from hdas_tf.run.run_dir import check_run_dir, json_ready, write_config
+from hdas_tf.run.optimizers import DynamicLossScale, FlatSGD
+from hdas_tf.run.precision import policy_scope
+from hdas_tf.run.run_dir import check_run_dir, json_ready, worker_directory, write_config
 from hdas_tf.run.runtime import peak_rss_mib
 from hdas_tf.run.schedules import CosineEpochSchedule
 from hdas_tf.run.strategy import distributed_step, make_strategy
@@ -168,14 +171,20 @@ def build_search(cfg: SearchConfig, strategy, info: data.DataInfo, steps_per_epo
             return cell_genotype.with_stages(genotypes.Genotype(cells=None, stages=tuple(stages), stage_lengths=lengths))
 
     with strategy.scope():
-        supernet = make_supernet(cfg, space)
+        with policy_scope(cfg.mixed_precision):  # the supernet's layers keep the policy they are built with
+            supernet = make_supernet(cfg, space)
         model = ArchitectureSearchModel(supernet, space.arch_shapes(), arch_regularizer=regularizer,
                                         unrolled=cfg.unrolled, weight_decay=cfg.weight_decay,
                                         arch_weight_decay=cfg.a_weight_decay, grad_clip=cfg.grad_clip, seed=cfg.seed,
                                         recompute=cfg.recompute, update=cfg.update)
         # Coupled L2 and post-aggregation clipping are the weight step's (apply_weight_gradients).
-        w_opt = FlatSGD(CosineEpochSchedule(cfg.w_lr, cfg.w_lr_min, cfg.epochs, steps_per_epoch), momentum=cfg.momentum)
+        # float16 needs loss scaling on both halves of the step (BUILD_NOTES "Mixed precision and XLA").
+        fp16 = cfg.mixed_precision == "fp16"
+        w_opt = FlatSGD(CosineEpochSchedule(cfg.w_lr, cfg.w_lr_min, cfg.epochs, steps_per_epoch), momentum=cfg.momentum,
+                        loss_scale=DynamicLossScale() if fp16 else None)
         a_opt = keras.optimizers.Adam(cfg.a_lr, beta_1=cfg.a_beta1, beta_2=cfg.a_beta2, epsilon=1e-8)
+        if fp16:
+            a_opt = keras.optimizers.LossScaleOptimizer(a_opt)
         model.build_all(info.image_shape, w_opt, a_opt)
     return space, model, derive
 
@@ -274,12 +283,15 @@ class SearchLoop(StepLoop):
       documents: optional ``fn(arch) -> {name: JSON-ready object}``: more results derived from α each epoch
         (e.g. StacNAS's ``edge_clusters``), written beside the epoch's genotype as
         ``genotypes/epoch_NNN.{name}.json`` and, for the epoch the selection picks, ``RUN_DIR/{name}.json``.
+      save_schedule, resume_dir: checkpoints between epoch ends, and the run directory a resumed run reads
+        (``StepLoop``). jit_compile: compile the step with XLA.
     """
 
     def __init__(self, model, strategy, dataset, run_dir: str, steps_per_epoch: int, epochs: int,
                  derive: Callable, max_steps: int | None = None, select: str = "last", log_every: int = 10,
                  on_epoch_end: Callable | None = None, on_step: Callable | None = None,
-                 documents: Callable | None = None):
+                 documents: Callable | None = None, save_schedule: SaveSchedule | None = None,
+                 resume_dir: str | None = None, jit_compile: bool = False):
         self.model = model
         self.derive, self.select, self.log_every = derive, select, log_every
         self.on_epoch_end, self.on_step, self.documents = on_epoch_end, on_step, documents
@@ -291,8 +303,9 @@ class SearchLoop(StepLoop):
         # holds in Python lists (cells, stages), and paths are numbered per process, so not usable as keys.
         checkpoint = dict(variables=list(model.variables), w_optimizer=model.w_optimizer,
                           a_optimizer=model.a_optimizer, step=self.step, best_val=self.best_val)
-        super().__init__(strategy, distributed_step(strategy, model.train_step), dataset, run_dir, steps_per_epoch,
-                         total, checkpoint, finite=("loss_w", "loss_a"))
+        super().__init__(strategy, distributed_step(strategy, model.train_step, jit_compile), dataset, run_dir,
+                         steps_per_epoch, total, checkpoint, finite=("loss_w", "loss_a"), save_schedule=save_schedule,
+                         resume_dir=resume_dir)
         self._genotype = None
         self.stopped_early = None
 
@@ -303,6 +316,15 @@ class SearchLoop(StepLoop):
 
     def arch_numpy(self) -> dict:
         return {name: v.numpy() for name, v in self.model.arch_dict().items()}
+
+    def arch_digest(self) -> str:
+        """SHA-256 of the architecture variables' bytes in name order: equal digests = bit-identical α/β (how
+        the workers of a multi-worker run are compared)."""
+        digest = hashlib.sha256()
+        for name, value in sorted(self.arch_numpy().items()):
+            digest.update(name.encode())
+            digest.update(np.ascontiguousarray(value, dtype=np.float32).tobytes())
+        return digest.hexdigest()
 
     def search(self) -> dict:
         """Runs from the current step (after ``restore``, the checkpoint's) and returns the loop's summary."""
@@ -371,6 +393,10 @@ class SearchLoop(StepLoop):
         self.step.assign(record["step"])
         return record["step"]
 
+    def mid_epoch_number(self, step: int) -> int:
+        self.step.assign(step)
+        return step
+
     def epoch_done(self, record: dict, history: list) -> None:
         logging.info("epoch %d done in %.1fs: loss_w %.4f acc_w %.3f loss_a %.4f acc_a %.3f, %.1f images/s; "
                      "genotype written to %s", record["epoch"], record["seconds"], record["loss_w"], record["acc_w"],
@@ -392,12 +418,20 @@ class SearchLoop(StepLoop):
                 write_json_atomic(os.path.join(self.run_dir, f"{name}.json"), json.load(f))
 
 
-def run_search(cfg: SearchConfig, run_dir: str, resume: bool = False, inputs: SearchInputs | None = None) -> dict:
-    """Runs (or resumes) a search in ``run_dir`` and returns the run summary written to run.json. ``inputs``:
-    the ``open_inputs(cfg)`` of a caller that opened them already; a user's mistake (UserError) is raised
-    before anything is written."""
+def run_search(cfg: SearchConfig, run_dir: str, resume: bool = False, inputs: SearchInputs | None = None,
+               out_dir: str | None = None) -> dict:
+    """Runs (or resumes) a search in ``run_dir`` and returns the run summary written to run.json.
+
+    ``inputs``: the ``open_inputs(cfg)`` of a caller that opened them already; a user's mistake (UserError) is
+    raised before anything is written. ``out_dir``: where this process writes (``run_dir.worker_directory``:
+    ``run_dir`` itself except on a non-chief worker of a multi-worker run); by default it is chosen here. A
+    resumed run reads ``run_dir``."""
+    if out_dir is None:
+        with worker_directory(run_dir, cfg.strategy) as out_dir:
+            return run_search(cfg, run_dir, resume, inputs, out_dir)
     t_start = time.monotonic()
     cfg = cfg.resolved()  # the per-data-set defaults (augment), so config.json records what ran
+    source_dir, run_dir = run_dir, out_dir  # everything below writes to out_dir
     check_run_dir(run_dir, resume)
     inputs = open_inputs(cfg) if inputs is None else inputs
     weight_ds, arch_ds, info, steps_per_epoch = (inputs.weight_ds, inputs.arch_ds, inputs.info,
@@ -456,7 +490,9 @@ def run_search(cfg: SearchConfig, run_dir: str, resume: bool = False, inputs: Se
     dataset = tf.data.Dataset.zip((weight_ds,) if arch_ds is None else (weight_ds, arch_ds)).prefetch(2)
     loop = SearchLoop(model, strategy, dataset, run_dir, steps_per_epoch, cfg.epochs, derive,
                       max_steps=cfg.max_steps, select=cfg.genotype_selection, log_every=cfg.log_every,
-                      on_epoch_end=on_epoch_end, on_step=on_step, documents=derive_documents(cfg, space))
+                      on_epoch_end=on_epoch_end, on_step=on_step, documents=derive_documents(cfg, space),
+                      save_schedule=SaveSchedule(cfg.checkpoint_every_steps, cfg.checkpoint_every_minutes),
+                      resume_dir=source_dir, jit_compile=cfg.jit_compile)
     if resume:
         loop.restore()
     if int(loop.step.numpy()) == 0:
@@ -478,11 +514,15 @@ def run_search(cfg: SearchConfig, run_dir: str, resume: bool = False, inputs: Se
         "strategy": cfg.strategy,
         "replicas": strategy.num_replicas_in_sync,
         "stopped_early": result["stopped_early"],
+        "mixed_precision": cfg.mixed_precision,
+        "jit_compile": cfg.jit_compile,
+        "arch_sha256": loop.arch_digest(),
     }
     write_json_atomic(os.path.join(run_dir, "run.json"), run)
     write_search_report(run_dir, run, info)
-    logging.info("search finished: %d steps in %.1fs (%.1f images/s), genotype in %s", result["steps"], run["wall_s"],
-                 result["images_per_s"] or 0.0, os.path.join(run_dir, "genotype.json"))
+    logging.info("search finished: %d steps in %.1fs (%.1f images/s), genotype in %s; α sha256 %s", result["steps"],
+                 run["wall_s"], result["images_per_s"] or 0.0, os.path.join(source_dir, "genotype.json"),
+                 run["arch_sha256"])
     return run
 
 

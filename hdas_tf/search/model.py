@@ -46,7 +46,12 @@ class ArchitectureSearchModel(keras.Model):
     def __init__(self, supernet, arch_shapes: dict, arch_regularizer: Callable | None = None, unrolled=False,
                  weight_decay=3e-4, arch_weight_decay=1e-3, grad_clip=5.0, seed=0, recompute=False,
                  update="bilevel", **kwargs):
+        # Mixed precision (BUILD_NOTES "Mixed precision and XLA"): α/β and their softmaxes stay float32. This
+        # model reads them without autocast, and the supernet does not cast its inputs (α would become 16-bit);
+        # its layers still compute in the policy's type, and each cell casts its mixing weights to it.
+        kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
+        supernet.autocast = False
         if update not in UPDATES:
             raise ValueError(f"update must be one of {UPDATES}, received {update!r}")
         if update == "one_level" and unrolled:
@@ -133,7 +138,12 @@ class ArchitectureSearchModel(keras.Model):
         else:
             ga, loss_a, correct_a, reg, terms = self.arch_gradients(xv, yv)
         # Coupled L2 (PyTorch Adam weight_decay): each replica adds its 1/n share, apply_gradients sums.
-        ga = [g + self.arch_weight_decay * v / n for g, v in zip(ga, av)]
+        # Under float16 the gradient is loss-scaled (arch_gradients), so the decay term is scaled alike.
+        scale = self.a_optimizer.dynamic_scale if _loss_scaled(self.a_optimizer) else 1.0
+        ga = [g + scale * self.arch_weight_decay * v / n for g, v in zip(ga, av)]
+        if _loss_scaled(self.a_optimizer) and n > 1:
+            # The same finite/non-finite verdict on every replica: Keras checks one replica's gradient.
+            ga = [g / n for g in all_reduce_sum(ga)]
         self.a_optimizer.apply_gradients(zip(ga, av))
         out = {"loss_a": loss_a, "acc_a": correct_a, "arch_reg": reg / n}
         out.update({k: t / n for k, t in terms.items()})
@@ -152,7 +162,10 @@ class ArchitectureSearchModel(keras.Model):
             tape.watch([v.value for v in wv])
             logits = self(xt, training=True)
             loss_w = average_loss(yt, logits)
-        gw = tape.gradient(loss_w, [v.value for v in wv], unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            # float16: the optimizer's dynamic loss scale (FlatSGD divides the aggregated gradient by it).
+            loss_scale = getattr(self.w_optimizer, "loss_scale", None)
+            scaled = loss_w if loss_scale is None else loss_w * loss_scale.scale
+        gw = tape.gradient(scaled, [v.value for v in wv], unconnected_gradients=tf.UnconnectedGradients.ZERO)
         apply_weight_gradients(self.w_optimizer, gw, wv, self.grad_clip, self.weight_decay)
         return {"loss_w": loss_w, "acc_w": correct_share(yt, logits)}
 
@@ -186,7 +199,8 @@ class ArchitectureSearchModel(keras.Model):
         return out
 
     def arch_gradients(self, xv, yv):
-        """First-order ∇_A [L_val(w, A) + reg(A)/n] at the *current* weights (one replica's share).
+        """First-order ∇_A [L_val(w, A) + reg(A)/n] at the *current* weights (one replica's share); multiplied
+        by the loss scale when the architecture optimizer is a ``keras.optimizers.LossScaleOptimizer`` (float16).
 
         Returns (gradients in ``arch_variables`` order, loss share, accuracy share, reg, reg terms).
         """
@@ -199,6 +213,8 @@ class ArchitectureSearchModel(keras.Model):
             loss_a = average_loss(yv, logits_v)
             reg, terms = self._arch_regularization()
             total = loss_a + reg / n
+            if _loss_scaled(self.a_optimizer):
+                total = self.a_optimizer.scale_loss(total)
         grads = tape.gradient(total, av, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         return grads, loss_a, correct_share(yv, logits_v), reg, terms
 
@@ -262,3 +278,8 @@ class ArchitectureSearchModel(keras.Model):
         order = {id(v): i for i, v in enumerate(v for v, a in zip(tv, is_arch) if a)}
         grads = [grads[order[id(v)]] for v in self._arch]
         return grads, loss_v, correct_share(yv, logits_v)
+
+
+def _loss_scaled(optimizer) -> bool:
+    """Whether the architecture optimizer is float16's ``LossScaleOptimizer`` (BUILD_NOTES "Mixed precision and XLA")."""
+    return isinstance(optimizer, keras.optimizers.LossScaleOptimizer)

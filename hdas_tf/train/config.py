@@ -8,7 +8,8 @@ import dataclasses
 from hdas_tf import data
 from hdas_tf.nn.eval_networks import LAYOUTS
 from hdas_tf.run.schedules import LR_SCHEDULES
-from hdas_tf.run.strategy import STRATEGIES
+from hdas_tf.run.precision import PRECISIONS
+from hdas_tf.run.strategy import STRATEGIES, check_run_options
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +32,8 @@ class TrainConfig:
       weight_decay: coupled L2. grad_clip: global-norm clip after cross-replica aggregation (0 = off).
       recompute: keep only block inputs for the backward pass and recompute the rest (less memory).
       op_tracebacks: keep TensorFlow's per-op Python stack traces (``hdas_tf.run.op_tracebacks``; off by default).
+      mixed_precision: "off", "bf16" or "fp16" (``hdas_tf.run.precision``); jit_compile: XLA for the step.
+      checkpoint_every_steps, checkpoint_every_minutes: checkpoints between epoch ends (0 = none).
     """
 
     genotype: str | None = None
@@ -70,6 +73,10 @@ class TrainConfig:
     inter_op_threads: int = 0
     intra_op_threads: int = 0
     strategy: str = "default"
+    mixed_precision: str = "off"
+    jit_compile: bool = False
+    checkpoint_every_steps: int = 0
+    checkpoint_every_minutes: float = 0.0
     log_every: int = 50
 
     def __post_init__(self):
@@ -77,13 +84,17 @@ class TrainConfig:
             raise ValueError("genotype is required: a registry name (e.g. DARTS_V2) or a genotype file")
         for name, value, allowed in (("layout", self.layout, LAYOUTS), ("lr_schedule", self.lr_schedule, LR_SCHEDULES),
                                      ("augment", self.augment, data.AUGMENTATIONS),
-                                     ("strategy", self.strategy, STRATEGIES)):
+                                     ("strategy", self.strategy, STRATEGIES),
+                                     ("mixed_precision", self.mixed_precision, PRECISIONS)):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, received {value!r}")
         for name, value in dict(batch_size=self.batch_size, epochs=self.epochs, init_channels=self.init_channels,
                                 log_every=self.log_every).items():
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, received {value}")
+        if self.checkpoint_every_steps < 0 or self.checkpoint_every_minutes < 0:
+            raise ValueError("checkpoint_every_steps and checkpoint_every_minutes must be >= 0 (0 = only at epoch ends)")
+        check_run_options(self.strategy, self.jit_compile, self.checkpoint_every_minutes)
         if self.layers < 3:
             raise ValueError(f"layers must be >= 3, received {self.layers}")
         for name, value in dict(auxiliary_weight=self.auxiliary_weight, weight_decay=self.weight_decay,

@@ -6,8 +6,10 @@ BUILD_NOTES "Evaluation networks and training recipes" gives the recipes, "Run d
 Each epoch of the step loop (``hdas_tf.run.loop``): set the drop path rate of the linear ramp, train
 ``steps_per_epoch`` steps, evaluate on the test split (or the held-out validation part), then write
 ``history.json``, ``metrics.json``, the epoch's TensorBoard scalars and, last, the checkpoint. The trained
-network is saved as ``model.keras`` at the end. Resume is from the end of the last checkpointed epoch and exact:
-the checkpoint holds the network (weights, BN statistics, the drop path seeds), the optimizer and the epoch.
+network is saved as ``model.keras`` at the end (in float32 whatever ``--mixed_precision`` trained it). Resume is
+from the last checkpoint — an epoch end, or a step inside an epoch (``--checkpoint_every_steps`` / ``_minutes``,
+SIGTERM) — and exact: the checkpoint holds the network (weights, BN statistics, the drop path seeds), the
+optimizer and the epoch, and the data stream continues at the step.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from hdas_tf.errors import RunDirError
 from hdas_tf.files import atomic_path, write_json_atomic
 from hdas_tf.nn.eval_networks import build_eval_network, drop_path_rate_at
 from hdas_tf.nn.macs import count_macs, count_params
+from hdas_tf.run.checkpoints import SaveSchedule
 from hdas_tf.run.loop import StepLoop
-from hdas_tf.run.optimizers import FlatSGD
-from hdas_tf.run.run_dir import check_run_dir, json_ready, load_history, write_config
+from hdas_tf.run.optimizers import DynamicLossScale, FlatSGD
+from hdas_tf.run.precision import policy_scope
+from hdas_tf.run.run_dir import check_run_dir, json_ready, load_history, worker_directory, write_config
 from hdas_tf.run.runtime import peak_rss_mib
 from hdas_tf.run.schedules import learning_rate_schedule
 from hdas_tf.run.strategy import distributed_step, make_strategy
@@ -45,10 +49,13 @@ class TrainJob:
       run_dir: the run directory.
       resume: continue from the latest checkpoint in ``run_dir`` (a fresh run refuses a directory that
         holds checkpoints).
+      out_dir: where this process writes (``run_dir.worker_directory``: ``run_dir`` itself except on a
+        non-chief worker of a multi-worker run); by default ``run()`` chooses it. A resumed run reads ``run_dir``.
     """
 
-    def __init__(self, cfg: TrainConfig, run_dir: str, resume: bool = False):
+    def __init__(self, cfg: TrainConfig, run_dir: str, resume: bool = False, out_dir: str | None = None):
         self.cfg, self.run_dir, self.resume = cfg, os.fspath(run_dir), bool(resume)
+        self.source_dir, self.out_dir = self.run_dir, out_dir
         self.genotype = combine_genotypes(cfg.genotype, cfg.stage_genotype)  # fails before any work
         self.network = self.model = self.strategy = None
         self._inputs = None
@@ -88,6 +95,14 @@ class TrainJob:
         return train_ds, eval_ds, info, num // cfg.batch_size
 
     def run(self) -> dict:
+        if self.out_dir is None:
+            with worker_directory(self.source_dir, self.cfg.strategy) as out_dir:
+                self.out_dir = out_dir
+                try:
+                    return self.run()
+                finally:
+                    self.out_dir = None
+        self.run_dir = self.out_dir  # everything below writes here; a resume reads self.source_dir
         cfg, run_dir = self.cfg, self.run_dir
         t_start = time.monotonic()
         self.prepare()
@@ -96,6 +111,7 @@ class TrainJob:
         write_config(run_dir, cfg)
         self.genotype.save(os.path.join(run_dir, "genotype.json"))
         self.strategy = make_strategy(cfg.strategy)
+        self.info = info
         # What an export needs to serve the model (normalisation, input size, class names) without the data.
         from hdas_tf.serving import write_data_info
 
@@ -111,7 +127,8 @@ class TrainJob:
                      "per epoch of %d", type(self.network).__name__, self.genotype.name or "", self._cell_count(),
                      sizes["params"], sizes["params_with_aux"], sizes["macs"] / 1e6, steps_per_epoch, cfg.batch_size)
         loop = TrainLoop(self, train_ds, eval_ds, steps_per_epoch)
-        start_epoch = loop.restore() // steps_per_epoch if self.resume else 0
+        start_step = loop.restore() if self.resume else 0
+        start_epoch = start_step // steps_per_epoch
 
         from hdas_tf.summaries.logger import SummaryLogger  # TensorBoard is a leaf concern of the run
 
@@ -120,7 +137,7 @@ class TrainJob:
             self.tb.hparams({k: v for k, v in json_ready(cfg).items() if isinstance(v, (int, float, str, bool))})
             self.tb.genotype(0, self.genotype)
         t_loop = time.monotonic()
-        history = loop.run(start_epoch * steps_per_epoch, started=t_start)
+        history = loop.run(start_step, started=t_start)
         self.tb.close()
         model_path = self._save_model()
         summary = {
@@ -145,6 +162,8 @@ class TrainJob:
             "steps_per_epoch": steps_per_epoch,
             "strategy": cfg.strategy,
             "replicas": self.strategy.num_replicas_in_sync,
+            "mixed_precision": cfg.mixed_precision,
+            "jit_compile": cfg.jit_compile,
             "model": model_path,
         }
         write_json_atomic(os.path.join(run_dir, "run.json"), summary)
@@ -185,10 +204,14 @@ class TrainJob:
         return sum(len(stage.stage_cells) for stage in self.network.stages) + len(self.network.reductions)
 
     def _save_model(self) -> str:
-        """``model.keras``, written under a temporary name in the run directory and renamed into place."""
+        """``model.keras``, written under a temporary name in the run directory and renamed into place; always a
+        float32 network (a mixed-precision run's weights are float32 already, copied into a float32 build)."""
         path = os.path.join(self.run_dir, "model.keras")
+        network = self.network
+        if self.cfg.mixed_precision != "off":
+            network = float32_network(self.cfg, self.genotype, self.info.num_classes, self.info.image_shape, network)
         with atomic_path(path, suffix=".keras") as tmp:
-            keras.saving.save_model(self.network, tmp)
+            keras.saving.save_model(network, tmp)
         return path
 
 
@@ -207,8 +230,10 @@ class TrainLoop(StepLoop):
         # numbers layer and seed-generator names per process).
         checkpoint = dict(network=list(job.network.variables), optimizer=job.model.w_optimizer, epoch=self.epoch)
         # Per-replica shares (train) or sums (test): their sum over replicas is the global value.
-        super().__init__(job.strategy, distributed_step(job.strategy, job.model.train_step), train_ds, job.run_dir,
-                         steps_per_epoch, self.cfg.epochs * steps_per_epoch, checkpoint)
+        super().__init__(job.strategy, distributed_step(job.strategy, job.model.train_step, self.cfg.jit_compile),
+                         train_ds, job.run_dir, steps_per_epoch, self.cfg.epochs * steps_per_epoch, checkpoint,
+                         save_schedule=SaveSchedule(self.cfg.checkpoint_every_steps, self.cfg.checkpoint_every_minutes),
+                         resume_dir=job.source_dir)
         self.test_fn = distributed_step(job.strategy, job.model.test_step)
         self.eval_ds = job.strategy.experimental_distribute_dataset(eval_ds)
         self.train_s = self.eval_s = 0.0  # of the whole run
@@ -218,11 +243,16 @@ class TrainLoop(StepLoop):
     def restored(self, path: str) -> int:
         spe = self.steps_per_epoch
         epoch, step = int(self.epoch.numpy()), int(self.job.model.w_optimizer.iterations.numpy())
-        if step != epoch * spe:
+        # ``epoch`` counts the completed epochs: step = epoch·spe at an epoch end, inside epoch + 1 otherwise.
+        if not epoch * spe <= step < (epoch + 1) * spe:
             raise RunDirError(f"{path} was written after {step} steps in {epoch} epochs, but this configuration has "
                               f"{spe} steps per epoch; resume with the run's --batch_size, --num_examples "
-                              f"and --validation_fraction (see {os.path.join(self.run_dir, 'flags.cfg')})")
-        logging.info("resumed from %s after epoch %d (step %d)", path, epoch, step)
+                              f"and --validation_fraction (see {os.path.join(self.resume_dir, 'flags.cfg')})")
+        if step == epoch * spe:
+            logging.info("resumed from %s after epoch %d (step %d)", path, epoch, step)
+        else:
+            logging.info("resumed from %s at step %d of epoch %d (global step %d)", path, step - epoch * spe,
+                         epoch + 1, step)
         return step
 
     def begin_epoch(self, epoch: int) -> None:
@@ -294,6 +324,12 @@ class TrainLoop(StepLoop):
         self.epoch.assign(record["epoch"])
         return record["epoch"]
 
+    def mid_epoch_number(self, step: int) -> int:
+        # Epoch-end checkpoints are numbered by epoch (ckpt-E), those inside an epoch by global step (ckpt-S);
+        # a later checkpoint that takes an earlier one's number replaces it (the newest state is kept).
+        self.epoch.assign(step // self.steps_per_epoch)
+        return step
+
     def epoch_done(self, record: dict, history: list) -> None:
         best_acc, best_epoch = _best(history)
         logging.info("epoch %d/%d done in %.1fs: loss %.4f acc %.3f, %s loss %.4f acc %.4f (best %.4f at epoch %d), "
@@ -312,15 +348,37 @@ def build_training(cfg: TrainConfig, num_classes: int, image_shape, steps_per_ep
     """The evaluation network and its ``TrainingModel`` with the recipe's optimizer, built (variables and
     optimizer state). Call inside the strategy scope. ``genotype`` defaults to ``cfg``'s (combined)."""
     genotype = combine_genotypes(cfg.genotype, cfg.stage_genotype) if genotype is None else genotype
-    network = build_eval_network(genotype, num_classes, cfg.init_channels, cfg.layers, cfg.layout,
-                                 auxiliary=cfg.auxiliary, pool_bn=cfg.pool_bn, drop_path=cfg.drop_path_rate > 0)
+    with policy_scope(cfg.mixed_precision):  # layers keep the policy they are built with
+        network = _eval_network(cfg, genotype, num_classes)
     model = TrainingModel(network, auxiliary_weight=cfg.auxiliary_weight, weight_decay=cfg.weight_decay,
                           grad_clip=cfg.grad_clip, label_smoothing=cfg.label_smoothing, recompute=cfg.recompute)
     schedule = learning_rate_schedule(cfg.lr_schedule, cfg.lr, cfg.epochs, steps_per_epoch, minimum=cfg.lr_min,
                                       decay=cfg.lr_decay, warmup_epochs=cfg.warmup_epochs)
-    # Coupled L2 and post-aggregation clipping are the train step's (apply_weight_gradients).
-    model.build_all(image_shape, FlatSGD(schedule, momentum=cfg.momentum))
+    # Coupled L2 and post-aggregation clipping are the train step's (apply_weight_gradients); float16 adds the
+    # dynamic loss scale (BUILD_NOTES "Mixed precision and XLA").
+    loss_scale = DynamicLossScale() if cfg.mixed_precision == "fp16" else None
+    model.build_all(image_shape, FlatSGD(schedule, momentum=cfg.momentum, loss_scale=loss_scale))
     return network, model
+
+
+def _eval_network(cfg: TrainConfig, genotype, num_classes: int):
+    return build_eval_network(genotype, num_classes, cfg.init_channels, cfg.layers, cfg.layout,
+                              auxiliary=cfg.auxiliary, pool_bn=cfg.pool_bn, drop_path=cfg.drop_path_rate > 0)
+
+
+def float32_network(cfg: TrainConfig, genotype, num_classes: int, image_shape, trained):
+    """A float32 build of ``trained`` (a mixed-precision network) holding its variables' values: what
+    ``model.keras`` and therefore every export compute with. The variables of a mixed policy are float32
+    already, so the copy is exact; they correspond by position (same genotype, same construction)."""
+    with policy_scope("off"):
+        network = _eval_network(cfg, genotype, num_classes)
+    network.build((None, *image_shape))
+    target, source = network.variables, trained.variables
+    if len(target) != len(source) or any(tuple(a.shape) != tuple(b.shape) for a, b in zip(target, source)):
+        raise RuntimeError("the float32 copy of the trained network has other variables than the network")
+    for a, b in zip(target, source):
+        a.assign(b.numpy())
+    return network
 
 
 def network_sizes(network, image_shape) -> dict:

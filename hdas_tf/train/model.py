@@ -128,7 +128,10 @@ class TrainingModel(keras.Model):
         with tf.GradientTape() as tape, tracing.options(recompute=self.recompute):
             outputs = self.network(images, training=True)
             loss, main, aux, logits = self.losses_of(labels, outputs)
-        grads = tape.gradient(loss, [v.value for v in variables], unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            # float16: the optimizer's dynamic loss scale (FlatSGD divides the aggregated gradient by it).
+            loss_scale = getattr(self.w_optimizer, "loss_scale", None)
+            scaled = loss if loss_scale is None else loss * loss_scale.scale
+        grads = tape.gradient(scaled, [v.value for v in variables], unconnected_gradients=tf.UnconnectedGradients.ZERO)
         apply_weight_gradients(self.w_optimizer, grads, variables, self.grad_clip, self.weight_decay)
         return {"loss": loss, "loss_main": main, "loss_aux": aux, "acc": correct_share(labels, logits)}
 
