@@ -4,7 +4,7 @@ schedule, and on SIGTERM / SIGINT: ``hdas_tf.run.checkpoints``). A job subclasse
 differently.
 
 A custom loop rather than ``Model.fit``: ``fit`` breaks under MultiWorkerMirroredStrategy in Keras 3
-(KERAS_NOTES §0.5), and exact resume needs the exact step count: the checkpoint holds the job's state, and the
+(BUILD_NOTES "Synchronized BN and distribution strategies"), and exact resume needs the exact step count: the checkpoint holds the job's state, and the
 deterministic input stream is continued by skipping the batches already consumed.
 """
 

@@ -5,7 +5,7 @@ TensorFlow keeps the Python call stack of every op it adds to a graph (``ops._cr
 of an error raised by an op while the graph runs. Shape and type errors are raised while tracing, as plain
 Python exceptions with their own tracebacks, so they do not need them. A search step is ~27–35 k nodes,
 traced through deep Keras and custom-gradient stacks. Capturing the stacks, and the runtime's handling of
-them when it instantiates the function, cost the full cell supernet at batch 16 (BUILD_NOTES "Speed"):
+them when it instantiates the function, cost the full cell supernet at batch 16 (BUILD_NOTES "Graph size, threads and what was measured"):
 
 - without ``--recompute``: 3.5 s of its first step and 240 MiB of peak memory;
 - with ``--recompute``: 12 s and 280 MiB.

@@ -2,7 +2,7 @@
 
 Why not ``keras.optimizers.SGD``: it updates variable by variable, a dozen graph nodes each, and a supernet
 with fixed cells has ~1,000 weight variables, so the update alone was ~13,000 nodes of a step graph that
-costs ~0.5 ms per node to build (BUILD_NOTES "Speed"). Here the gradients are concatenated once, all-reduced
+costs ~0.5 ms per node to build (BUILD_NOTES "Optimiser parity"). Here the gradients are concatenated once, all-reduced
 once, clipped, decayed and pushed through the momentum buffer as one vector, then split back; per variable
 only a reshape and an assignment remain. It also follows ``torch.optim.SGD`` exactly (Keras folds the
 learning rate into the momentum buffer, v = m·v − lr·g, which differs whenever the rate changes):

@@ -1,5 +1,5 @@
 """The per-replica pieces of a step that make one device and several replicas give the same update
-(KERAS_NOTES §1.2–1.4):
+(BUILD_NOTES "Keras 3 specifics", "Optimiser parity"):
 
 - losses and accuracies are averaged over the *global* batch, so their sums over replicas are the global values;
 - weight gradients are all-reduced *before* the global-norm clip (Keras' ``global_clipnorm`` clips per replica);
@@ -44,7 +44,7 @@ def apply_weight_gradients(optimizer, grads, variables, grad_clip: float, weight
 
     ``optimizer``: a ``FlatSGD`` (what the search and training jobs use: torch.optim.SGD on one flat vector) or
     any Keras optimizer, whose ``apply_gradients`` sums over replicas again, hence the division by the
-    replica count (KERAS_NOTES §1.4)."""
+    replica count (BUILD_NOTES "Optimiser parity")."""
     if isinstance(optimizer, FlatSGD):
         optimizer.apply(grads, variables, grad_clip, weight_decay)
         return

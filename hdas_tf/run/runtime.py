@@ -16,7 +16,7 @@ from hdas_tf.run import op_tracebacks
 def configure_runtime(cfg) -> None:
     """Process-wide settings; call before any graph is built (``cfg``: a SearchConfig or TrainConfig)."""
     # Grappler's graph optimisation took minutes on a supernet's first step and did not make the step
-    # faster here (KERAS_NOTES §0; BUILD_NOTES "Speed"), so it is off unless asked for.
+    # faster here (BUILD_NOTES "Graph size, threads and what was measured"), so it is off unless asked for.
     tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": not cfg.grappler})
     # The per-op Python stack traces cost seconds of the first step and hundreds of MiB (op_tracebacks).
     op_tracebacks.set_enabled(cfg.op_tracebacks)
@@ -36,10 +36,8 @@ def configure_threads(inter_op: int = 0, intra_op: int = 0, batch_size: int | No
 
     A supernet step is thousands of small ops: running independent ops side by side uses the cores better
     than splitting each op, until the ops are large enough that the critical path of big ones dominates.
-    Measured on 2 cores (inter/intra; BUILD_NOTES "Speed"): DARTS C=16 L=8 batch 16: 1.50 s per step with
-    2/1, 1.87 s with TF's default 2/2, 2.66 s with 1/2; batch 64: 5.46 s (2/1) vs 5.59 s (2/2); the stage
-    supernet at batch 64: 3.77 s (2/1) vs 3.25 s (2/2); the DARTS_V2 C=36 training step at batch 32: 1.90 s
-    (2/1) vs 2.01 s (2/2). Returns the (inter, intra) settings in force.
+    On 2 cores one thread per op was fastest below batch 64 (BUILD_NOTES "Graph size, threads and what was
+    measured"; the figures are in benchmarks/LOG.md). Returns the (inter, intra) settings in force.
     """
     if not tf.config.list_physical_devices("GPU"):
         cores = os.cpu_count() or 1

@@ -1,7 +1,7 @@
 """Run configurations as frozen dataclasses: what a search run needs, independent of how it was given.
 
 The absl mains fill these from flags; tests and notebooks build them directly. Defaults are the
-paper's CIFAR-10 settings (DESIGN §5).
+paper's CIFAR-10 settings (BUILD_NOTES "Optimiser parity").
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """The search keras.Model: architecture variables beside the supernet weights, and the bi-level train_step.
 
 One ``train_step`` = an architecture step on a validation batch, then a weight step on a training batch
-(DARTS Alg. 1; DESIGN §5). It is written to run per replica inside ``strategy.run`` and gives the same
+(DARTS Alg. 1; BUILD_NOTES "The bi-level step: first and second order"). It is written to run per replica inside ``strategy.run`` and gives the same
 update on one device as on several (``hdas_tf.run.replicas``).
 
 First order (default): ∇_A L_val(w, A) at the *current* weights. The official H-DAS code takes it on a
-copy of the network frozen at start-up; we do not (DESIGN §5).
+copy of the network frozen at start-up; we do not (BUILD_NOTES "The bi-level step: first and second order").
 
 One-level (``update="one_level"``, StacNAS): one training batch, one forward and one backward pass give ∇_A
 and ∇_w of the same loss; then Adam steps A and SGD steps w (BUILD_NOTES "The bi-level step: first and second
@@ -78,7 +78,7 @@ class ArchitectureSearchModel(keras.Model):
 
     @property
     def weight_variables(self) -> list:
-        # Partition by identity: KerasVariable overloads == element-wise (KERAS_NOTES §1.1).
+        # Partition by identity: KerasVariable overloads == element-wise (BUILD_NOTES "Keras 3 specifics").
         arch = {id(v) for v in self._arch}
         return [v for v in self.trainable_variables if id(v) not in arch]
 
@@ -92,7 +92,7 @@ class ArchitectureSearchModel(keras.Model):
     def build_all(self, image_shape, w_optimizer, a_optimizer):
         """Creates every variable (a call on a dummy batch) and both optimizers' slots.
 
-        Must run inside the strategy scope; building lazily inside ``strategy.run`` fails (KERAS_NOTES §1.1).
+        Must run inside the strategy scope; building lazily inside ``strategy.run`` fails (BUILD_NOTES "Keras 3 specifics").
         """
         self.supernet.build((None, *image_shape))
         self.built = True
@@ -219,7 +219,7 @@ class ArchitectureSearchModel(keras.Model):
         return grads, loss_a, correct_share(yv, logits_v), reg, terms
 
     def _unrolled_arch_grads(self, xt, yt, xv, yv):
-        """Second-order ∇_A (DARTS Eq. 7–8; DESIGN §5), without mutating any variable.
+        """Second-order ∇_A (DARTS Eq. 7–8; BUILD_NOTES "The bi-level step: first and second order"), without mutating any variable.
 
         w' = w − ξ∇_w L_train(w, A);  g = ∇_A L_val(w', A) − ξ [∇_A L_train(w⁺, A) − ∇_A L_train(w⁻, A)] / (2ε),
         w± = w ± ε ∇_{w'} L_val(w', A), ε = 0.01 / ‖∇_{w'} L_val‖, ξ = the current weight learning rate.

@@ -14,7 +14,7 @@ from hdas_tf.run.strategy import STRATEGIES, check_run_options
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Everything a training run needs. Defaults are the DARTS CIFAR-10 recipe (DESIGN §4) on the digits.
+    """Everything a training run needs. Defaults are the DARTS CIFAR-10 recipe (BUILD_NOTES "Evaluation networks and training recipes") on the digits.
 
     Args (the main ones):
       genotype: the cells: a registry name (e.g. DARTS_V2) or a genotype file, which may also carry stage

@@ -1,5 +1,5 @@
 """Training a derived network from scratch: the genotype to train and the ``TrainingModel`` whose
-``train_step`` adds the weighted auxiliary loss (DESIGN §4, §7).
+``train_step`` adds the weighted auxiliary loss (BUILD_NOTES "Evaluation networks and training recipes").
 
 The step is the search model's weight step (``hdas_tf.run.replicas``), so one device and several replicas
 give the same update; coupled L2 applies to every trainable variable, as in the DARTS reference.
@@ -98,7 +98,7 @@ class TrainingModel(keras.Model):
 
     def build_all(self, image_shape, optimizer):
         """Creates every variable from shapes and the optimizer's slots. Call inside the strategy scope:
-        building lazily inside ``strategy.run`` fails (KERAS_NOTES §1.1)."""
+        building lazily inside ``strategy.run`` fails (BUILD_NOTES "Keras 3 specifics")."""
         self.network.build((None, *image_shape))
         self.built = True
         self.w_optimizer = optimizer
