@@ -62,6 +62,15 @@ def split_cpu(logical_cpus: int) -> None:
         tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * logical_cpus)
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name as /proc/cpuinfo gives it (None where there is no such file)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
+    except OSError:
+        return None
+
+
 def peak_rss_mib() -> float:
     """Peak resident memory of this process (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -23,12 +23,9 @@ def machine() -> dict:
     """The devices of this process: GPU names (if any), the CPU model and its logical cores."""
     import tensorflow as tf
 
-    cpu = None
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
-    except OSError:
-        pass
+    from hdas_tf.run.runtime import cpu_model as read_cpu_model
+
+    cpu = read_cpu_model()
     gpus = []
     for device in tf.config.list_physical_devices("GPU"):
         details = tf.config.experimental.get_device_details(device)

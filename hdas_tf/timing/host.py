@@ -13,12 +13,9 @@ def machine_facts() -> dict:
     import numpy as np
     import tensorflow as tf
 
-    cpu_model = None
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu_model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
-    except OSError:
-        pass
+    from hdas_tf.run.runtime import cpu_model as read_cpu_model
+
+    cpu_model = read_cpu_model()
     memory_gib = None
     try:
         with open("/proc/meminfo") as f:
