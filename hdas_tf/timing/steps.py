@@ -48,11 +48,12 @@ def synthetic_dataset(kind: str, batch: int, image_size: int, num_classes: int, 
     return ds.prefetch(2)
 
 
-def distributed_step(strategy, fn):
-    """``run.loop.distributed_step``: the search loop's step function (imported late: TensorFlow is heavy)."""
+def distributed_step(strategy, fn, jit_compile: bool = False):
+    """``run.strategy.distributed_step``: the loops' step function, XLA-compiled as ``--jit_compile`` does
+    (imported late: TensorFlow is heavy)."""
     from hdas_tf.run.strategy import distributed_step as step
 
-    return step(strategy, fn)
+    return step(strategy, fn, jit_compile)
 
 
 def forward_backward(model):
@@ -160,7 +161,7 @@ def _bench_search(spec: BenchmarkSpec, strategy) -> dict:
     space, model, _ = search_job.build_search(cfg, strategy, info, max(1, SEARCH_EPOCH_IMAGES // spec.global_batch))
     build_s = time.perf_counter() - t_start
     logging.info("built %s in %.1fs; tracing the search step", space, build_s)
-    step = distributed_step(strategy, model.train_step)
+    step = distributed_step(strategy, model.train_step, cfg.jit_compile)
     timing = measure(step, batches, spec.steps, spec.warmup)
     out = {"init_channels": cfg.init_channels, "layers": space.layers,
            "cells": cfg.cells if cfg.search == "cell" else None,
@@ -176,13 +177,13 @@ def _bench_search(spec: BenchmarkSpec, strategy) -> dict:
     if spec.skip_parts:
         return out
     for part, fn in (("arch", model.arch_step), ("weight", model.weight_step)):
-        t = measure(distributed_step(strategy, fn), batches, spec.steps, spec.warmup)
+        t = measure(distributed_step(strategy, fn, cfg.jit_compile), batches, spec.steps, spec.warmup)
         out.update({f"{part}_first_s": t["first_s"], f"{part}_s": t["step_s"], f"{part}_s_median": t["median_s"]})
         logging.info("%s step alone: median %.3fs", part, t["median_s"])
     # The overhead ratio compares the step with the two plain passes in rounds (step, val pass, train pass):
     # measured one after another, minutes apart, a ±15 % drift of the host decided the ratio
     # (BUILD_NOTES "Benchmark method"). The step is traced already; the passes get their first call here.
-    fwdbwd = distributed_step(strategy, forward_backward(model))
+    fwdbwd = distributed_step(strategy, forward_backward(model), cfg.jit_compile)
     val, train = (b[1] for b in batches), (b[0] for b in batches)  # ((x_train, y_train), (x_val, y_val))
     t = measure_rounds({"overhead_step": (step, batches), "fwdbwd_val": (fwdbwd, val),
                         "fwdbwd_train": (fwdbwd, train)}, spec.steps, spec.warmup)
@@ -235,7 +236,8 @@ def _bench_train(spec: BenchmarkSpec, strategy) -> dict:
         network.drop_path_rate.assign(cfg.drop_path_rate)  # the last epoch's rate of the linear ramp
     build_s = time.perf_counter() - t_start
     logging.info("built %s in %.1fs; tracing the training step", type(network).__name__, build_s)
-    timing = measure(distributed_step(strategy, model.train_step), batches, spec.steps, spec.warmup)
+    timing = measure(distributed_step(strategy, model.train_step, cfg.jit_compile), batches, spec.steps,
+                     spec.warmup)
     return {**_network_fields(cfg, network, info.image_shape), "drop_path_rate": cfg.drop_path_rate,
             **_timing_fields(timing, t_start, build_s)}
 
