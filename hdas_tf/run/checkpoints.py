@@ -4,6 +4,8 @@ resumed run finds the newest checkpoint it can read (BUILD_NOTES "Exact resume")
 - ``SaveSchedule``: every N steps and/or every M minutes (the clock is injectable, so tests need not wait).
 - ``StopSignals``: SIGTERM / SIGINT only set a flag; the loop finishes the step in flight, writes a checkpoint at
   that step and raises ``Interrupted``, whose ``exit_code`` is the shell's 128 + signal number (143, 130).
+- ``WorkerAgreement``: on a multi-worker run, every worker stops and checkpoints at the same step: a signal that
+  reached any worker stops them all, and the chief's clock decides the minute-based checkpoints.
 - ``restore_newest_readable``: the newest checkpoint first; one that fails to read (truncated, a missing data
   file) is reported and the one before it is tried.
 """
@@ -20,11 +22,12 @@ from absl import logging
 
 
 class Interrupted(Exception):
-    """The loop stopped on a signal after writing a checkpoint at ``step`` (``path``)."""
+    """The loop stopped on a signal after writing a checkpoint at ``step`` (``path``). ``elsewhere``: the signal
+    reached another worker of a multi-worker run, not this process."""
 
-    def __init__(self, signum: int, step: int, path: str | None):
+    def __init__(self, signum: int, step: int, path: str | None, elsewhere: bool = False):
         self.signum, self.step, self.path = signum, step, path
-        name = signal.Signals(signum).name
+        name = signal.Signals(signum).name + (" (sent to another worker)" if elsewhere else "")
         super().__init__(f"stopped by {name} after step {step}; checkpoint {path}")
 
     @property
@@ -90,6 +93,38 @@ class StopSignals:
             signal.signal(s, handler)
         self._previous = {}
         return False
+
+
+class WorkerAgreement:
+    """What every process of a run does after a step: ``(signum, due) -> (signum, due, elsewhere)``.
+
+    One process decides alone. On a multi-worker run a worker that stopped or checkpointed alone would leave
+    the others waiting in their next collective, so the workers agree after every step in one all-reduce of
+    three numbers — how many replicas saw SIGTERM, how many SIGINT, and whether the chief's save schedule is
+    due (only the chief's clock counts; the step-based schedule is the same on every worker). Every worker
+    then gets the same answer at the same step: stop (SIGTERM before SIGINT) and/or checkpoint. The cost is
+    one small collective per step, nothing beside a step's gradient all-reduce.
+    """
+
+    def __init__(self, strategy):
+        self.multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        if not self.multi_worker:
+            return
+        self.chief = bool(strategy.extended.should_checkpoint)
+
+        @tf.function
+        def total(local):
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.identity(local)), axis=None)
+
+        self._total = total
+
+    def __call__(self, signum: int | None, due: bool) -> tuple[int | None, bool, bool]:
+        if not self.multi_worker:
+            return signum, due, False
+        local = [signum == signal.SIGTERM, signum == signal.SIGINT, due and self.chief]
+        votes = self._total(tf.constant(local, tf.float32)).numpy()
+        agreed = signal.SIGTERM if votes[0] > 0 else signal.SIGINT if votes[1] > 0 else None
+        return agreed, bool(votes[2] > 0), agreed is not None and signum is None
 
 
 def checkpoint_paths(directory: str) -> list[str]:

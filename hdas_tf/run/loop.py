@@ -20,7 +20,7 @@ from absl import logging
 
 from hdas_tf.files import write_json_atomic
 from hdas_tf.run import run_dir as run_dirs
-from hdas_tf.run.checkpoints import Interrupted, SaveSchedule, StopSignals, restore_newest_readable
+from hdas_tf.run.checkpoints import Interrupted, SaveSchedule, StopSignals, WorkerAgreement, restore_newest_readable
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -78,7 +78,8 @@ class StepLoop:
     step or a hook leaves the last checkpoint as it was.
 
     Between epoch ends it also writes a checkpoint when ``save_schedule`` says one is due, and when SIGTERM or
-    SIGINT arrived during the step: then, after the checkpoint, it raises ``checkpoints.Interrupted``. These
+    SIGINT arrived during the step: then, after the checkpoint, it raises ``checkpoints.Interrupted``. On a
+    multi-worker run these decisions are the workers' common ones (``checkpoints.WorkerAgreement``). These
     mid-epoch checkpoints hold the job's state at that step (``mid_epoch_number``) and no epoch files; a run
     resumed from one continues the data stream exactly there.
 
@@ -173,6 +174,7 @@ class StepLoop:
         spe = self.steps_per_epoch
         step = start_step
         self.save_schedule.saved()  # the minutes count from the start of this run
+        agree = WorkerAgreement(self.strategy)  # multi-worker: every worker stops and saves at the same step
         with StopSignals() as signals:
             while step < self.total_steps:
                 self.begin_epoch(step // spe)
@@ -200,20 +202,23 @@ class StepLoop:
                     for k, v in out.items():
                         sums[k] = sums.get(k, 0.0) + v
                     self.after_step(step, out, dt)
+                    stop, due, elsewhere = agree(signals.received, self.save_schedule.due(step))
                     if step % spe == 0 or step == self.total_steps:
                         break
-                    if signals.received is not None or self.save_schedule.due(step):
+                    if stop is not None or due:
                         self._save(self.mid_epoch_number(step), f"step {step}")
-                        if signals.received is not None:
-                            raise Interrupted(signals.received, step, self.manager.latest_checkpoint)
+                        if stop is not None:
+                            raise Interrupted(stop, step, self.manager.latest_checkpoint, elsewhere)
                 stats = EpochStats(epoch=(step - 1) // spe + 1, step=step, complete=step % spe == 0,
                                    means={k: v / steps for k, v in sums.items()}, started=epoch_start,
                                    seconds=time.monotonic() - epoch_start, step_images=images, step_s=step_s)
                 self.step_images += images
                 self.step_s += step_s
                 self._end_epoch(self.epoch_record(stats), history)
-                if signals.received is not None and step < self.total_steps:
-                    raise Interrupted(signals.received, step, self.manager.latest_checkpoint)
+                if step < self.total_steps:  # a signal during the step or the epoch's files
+                    stop, _, elsewhere = agree(signals.received, False)
+                    if stop is not None:
+                        raise Interrupted(stop, step, self.manager.latest_checkpoint, elsewhere)
         return history
 
     @property

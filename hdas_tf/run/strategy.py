@@ -40,14 +40,11 @@ def make_strategy(kind: str = "default"):
     raise ValueError(f"unknown strategy {kind!r}; choose default, mirrored or multi_worker")
 
 
-def check_run_options(strategy: str, jit_compile: bool, checkpoint_every_minutes: float) -> None:
+def check_run_options(strategy: str, jit_compile: bool) -> None:
     """Refuses the combinations that cannot work, with one line each (the configs call it)."""
     if jit_compile and strategy != "default":
         raise ValueError(f"--jit_compile works with --strategy=default only: XLA fails under the {strategy} "
                          "strategy's cross-device variables; drop one of the two")
-    if checkpoint_every_minutes and strategy == "multi_worker":
-        raise ValueError("--checkpoint_every_minutes cannot be used with --strategy=multi_worker (every worker "
-                         "must checkpoint at the same step, and their clocks differ); use --checkpoint_every_steps")
 
 
 def worker_task() -> tuple[str, int, bool]:

@@ -138,7 +138,7 @@ class SearchConfig:
             raise ValueError(f"max_steps must be >= 1, received {self.max_steps}")
         if self.checkpoint_every_steps < 0 or self.checkpoint_every_minutes < 0:
             raise ValueError("checkpoint_every_steps and checkpoint_every_minutes must be >= 0 (0 = only at epoch ends)")
-        check_run_options(self.strategy, self.jit_compile, self.checkpoint_every_minutes)
+        check_run_options(self.strategy, self.jit_compile)
         if self.unrolled and self.mixed_precision == "fp16":
             raise ValueError("unrolled (second-order) search has no loss scaling: use mixed_precision 'bf16' or 'off' "
                              "with it")

@@ -94,7 +94,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, received {value}")
         if self.checkpoint_every_steps < 0 or self.checkpoint_every_minutes < 0:
             raise ValueError("checkpoint_every_steps and checkpoint_every_minutes must be >= 0 (0 = only at epoch ends)")
-        check_run_options(self.strategy, self.jit_compile, self.checkpoint_every_minutes)
+        check_run_options(self.strategy, self.jit_compile)
         if self.layers < 3:
             raise ValueError(f"layers must be >= 3, received {self.layers}")
         for name, value in dict(auxiliary_weight=self.auxiliary_weight, weight_decay=self.weight_decay,

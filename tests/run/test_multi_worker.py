@@ -1,7 +1,8 @@
 """Two worker processes on 127.0.0.1 (MultiWorkerMirroredStrategy, TF_CONFIG per worker) run a tiny search:
 both exit 0 with bit-identical α, only the chief writes the run directory (checkpoints, TensorBoard), the
 non-chief's temporary directory is gone, and α is bit-identical to one process running the same global batch
-over two replicas (--strategy=mirrored --logical_cpus=2).
+over two replicas (--strategy=mirrored --logical_cpus=2). Preempted: SIGTERM to one worker stops both at the
+same step with the chief's checkpoint, and both resumed end bit-identical to an uninterrupted run.
 
 Why two replicas in one process and not one device: on a supernet this small (C=2, 2×2 maps at the end) α after
 a few Adam steps is sensitive to float rounding — Adam moves an entry whose gradient is rounding noise by a full
@@ -12,9 +13,12 @@ better-conditioned supernet in tests/search/test_search_model.py."""
 import json
 import os
 import re
+import shlex
+import signal
 import socket
 import subprocess
 import sys
+import threading
 
 import keras
 import numpy as np
@@ -107,3 +111,91 @@ def test_two_workers_equal_a_one_process_run(tmp_path):
         start = keras.initializers.RandomNormal(stddev=1e-3, seed=i)(one[name].shape).numpy()
         assert np.abs(one[name] - start).max() > 1e-4
     assert json.loads((single / "run.json").read_text())["arch_sha256"] == _digest(texts[0])
+
+
+# 80 digits → 40 in the weight half → 5 steps of 8 per epoch, 10 in all. The chief's clock makes a checkpoint
+# due after every step (0.0001 min), which the other worker must follow (run.checkpoints.WorkerAgreement).
+PREEMPT = ["--init_channels=2", "--layers=3", "--batch_size=8", "--num_examples=80", "--epochs=2", "--log_every=1",
+           "--deterministic"]
+SIGNAL_AFTER = 2  # the chief's log line of this step triggers SIGTERM to the other worker
+
+
+def _workers(args, log_dir, tag, on_chief_line=None):
+    """Runs two workers of ``args``; the chief's stderr goes through ``on_chief_line(line, procs)``. Returns the
+    return codes and the two logs; both are killed on a timeout or any failure."""
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
+    procs, files = [], []
+    try:
+        files.append(None)
+        procs.append(subprocess.Popen([sys.executable, "-m", "hdas_tf.search", *args], cwd=ROOT,
+                                      env=_env({"cluster": cluster, "task": {"type": "worker", "index": 0}}),
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+        files.append(open(log_dir / f"{tag}_worker1.log", "w"))
+        procs.append(subprocess.Popen([sys.executable, "-m", "hdas_tf.search", *args], cwd=ROOT,
+                                      env=_env({"cluster": cluster, "task": {"type": "worker", "index": 1}}),
+                                      stdout=files[1], stderr=subprocess.STDOUT))
+        timers = [threading.Timer(TIMEOUT_S, p.kill) for p in procs]  # bounded: a hung worker is killed
+        for t in timers:
+            t.start()
+        chief = []
+        try:
+            for line in procs[0].stderr:
+                chief.append(line)
+                if on_chief_line is not None:
+                    on_chief_line(line, procs)
+            for p in procs:
+                p.wait()
+        finally:
+            for t in timers:
+                t.cancel()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        if files[1] is not None:
+            files[1].close()
+    return [p.returncode for p in procs], ["".join(chief), (log_dir / f"{tag}_worker1.log").read_text()]
+
+
+@pytest.mark.slow  # two two-worker searches and one one-process search
+def test_sigterm_to_one_worker_stops_both_then_resume_is_bit_identical(tmp_path):
+    run_dir = tmp_path / "run"
+    args = [f"--run_dir={run_dir}", "--strategy=multi_worker", "--checkpoint_every_minutes=0.0001", *PREEMPT]
+
+    def preempt(line, procs):
+        if f"step {SIGNAL_AFTER}/10 " in line and procs[1].poll() is None:
+            procs[1].send_signal(signal.SIGTERM)
+
+    codes, (chief, other) = _workers(args, tmp_path, "preempted", preempt)
+    assert codes == [143, 143], (chief[-3000:], other[-3000:])
+    assert "Traceback" not in chief + other
+    # The signalled worker and the chief stop after the same step; the chief's checkpoint is in the run directory.
+    (step_other, _), = re.findall(r"stopped by SIGTERM after step (\d+); checkpoint (\S+)\. Resume with: ", other)
+    (step, path), = re.findall(r"stopped by SIGTERM \(sent to another worker\) after step (\d+); checkpoint (\S+)\. "
+                               r"Resume with: ", chief)
+    assert step == step_other and int(step) in (SIGNAL_AFTER, SIGNAL_AFTER + 1)
+    assert path == str(run_dir / "checkpoints" / f"ckpt-{step}") and os.path.exists(path + ".index")
+    # Minute-based checkpoints ran on the chief's clock: one after every step, the last 3 kept.
+    kept = sorted(f for f in os.listdir(run_dir / "checkpoints") if f.endswith(".index"))
+    assert kept == [f"ckpt-{k}.index" for k in range(max(1, int(step) - 2), int(step) + 1)]
+    assert not (run_dir / "alphas.npz").exists()  # epoch 1 never ended
+
+    command, = set(re.findall(r"Resume with: (.+)$", chief + other, re.M))
+    resume = shlex.split(command)[3:]
+    assert resume == [f"--flagfile={run_dir}/flags.cfg", f"--run_dir={run_dir}", "--resume"]
+    codes, (chief, other) = _workers(resume, tmp_path, "resumed")
+    assert codes == [0, 0], (chief[-3000:], other[-3000:])
+    assert f"resumed from {path} at step {step}" in chief
+    assert _digest(chief) == _digest(other)
+
+    # Uninterrupted, one process with the same global batch over two replicas: the same bits.
+    single = tmp_path / "single"
+    proc = subprocess.run([sys.executable, "-m", "hdas_tf.search", f"--run_dir={single}", "--strategy=mirrored",
+                           "--logical_cpus=2", *PREEMPT], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                          timeout=TIMEOUT_S)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    a, b = np.load(run_dir / "alphas.npz"), np.load(single / "alphas.npz")
+    assert sorted(a.files) == sorted(b.files) == ["alpha_normal", "alpha_reduce"]
+    for name in a.files:
+        np.testing.assert_array_equal(a[name], b[name])
