@@ -110,6 +110,20 @@ class ConvBN(keras.layers.Layer):
         return config
 
 
+# Stride-2 steps from the images to the auxiliary head's input: CIFAR's two reductions; ImageNet's three stem
+# convolutions to stem1, then its two reductions (224 → 7).
+_AUX_HALVINGS = {"cifar": 2, "imagenet": 5}
+
+
+def check_auxiliary_fits(layout: str, image_shape) -> None:
+    """Raises ConfigError when images of ``image_shape`` (H, W, C) are too small for the auxiliary head of a
+    ``layout`` network: known from the shape alone, so a run can refuse before it writes anything."""
+    shape = (None, *tuple(image_shape)[:2], None)
+    for _ in range(_AUX_HALVINGS[layout]):
+        shape = ops._strided_shape(shape, 2, None)  # every stride-2 op of the networks: ceil(n / 2)
+    AuxiliaryHead._check_fits(shape, 3 if layout == "cifar" else 2, tuple(image_shape))
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class AuxiliaryHead(keras.layers.Layer):
     """The auxiliary classifier on the second reduction's output (DARTS;
@@ -143,12 +157,19 @@ class AuxiliaryHead(keras.layers.Layer):
         pooled = [None if n is None else (n - 5) // self.pool_stride + 1 for n in shape[1:3]]
         return pooled, [None if n is None else n - 1 for n in pooled]
 
-    def build(self, shape):
-        pooled, out = self._spatial(shape)
+    @staticmethod
+    def _check_fits(shape, pool_stride: int, images=None):
+        pooled = [None if n is None else (n - 5) // pool_stride + 1 for n in shape[1:3]]
         if any(n is not None and n < 2 for n in pooled):
-            raise ConfigError(f"AuxiliaryHead: input {tuple(shape)} is too small for the 5×5 pool (stride "
-                              f"{self.pool_stride}) and 2×2 conv; it needs at least {4 + self.pool_stride + 1} "
-                              "pixels a side (CIFAR 32×32 images give 8×8 here)")
+            source = f"images {images[0]}×{images[1]} give {tuple(shape)[1:3]} there" if images else \
+                f"input {tuple(shape)}"
+            raise ConfigError(f"AuxiliaryHead: {source}, too small for the 5×5 pool (stride {pool_stride}) and "
+                              f"2×2 conv; it needs at least {4 + pool_stride + 1} pixels a side (CIFAR 32×32 "
+                              "images give 8×8 here): use larger images (--image_size) or --auxiliary=false")
+
+    def build(self, shape):
+        self._check_fits(shape, self.pool_stride)
+        pooled, out = self._spatial(shape)
         c1, c2 = AUX_CHANNELS
         self.kernel_1 = ops._kernel(self, (1, 1, shape[-1], c1), "kernel_1")
         self.kernel_2 = ops._kernel(self, (2, 2, c1, c2), "kernel_2")

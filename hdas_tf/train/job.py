@@ -24,7 +24,7 @@ from absl import logging
 from hdas_tf import data
 from hdas_tf.errors import RunDirError
 from hdas_tf.files import atomic_path, write_json_atomic
-from hdas_tf.nn.eval_networks import build_eval_network, drop_path_rate_at
+from hdas_tf.nn.eval_networks import build_eval_network, check_auxiliary_fits, drop_path_rate_at
 from hdas_tf.nn.macs import count_macs, count_params
 from hdas_tf.run.checkpoints import SaveSchedule
 from hdas_tf.run.loop import StepLoop
@@ -62,8 +62,8 @@ class TrainJob:
 
     def prepare(self) -> None:
         """Everything the run reads before it writes anything (BUILD_NOTES "Errors and exit codes"): the run
-        directory, the genotype a resumed run trains, and the data set, opened (a missing set, a corrupt image or
-        a training set smaller than the batch raises DataError). ``run`` calls it when the caller has not."""
+        directory, the genotype a resumed run trains, the data set, opened (a missing set, a corrupt image or
+        a training set smaller than the batch raises DataError), and images large enough for the auxiliary head. ``run`` calls it when the caller has not."""
         if self._inputs is not None:
             return
         check_run_dir(self.run_dir, self.resume)
@@ -72,6 +72,8 @@ class TrainJob:
         if self._inputs[3] < 1:  # train_test_datasets refuses such sets already; kept as the loop's precondition
             raise data.DataError(f"the training set has fewer examples than one batch of {self.cfg.batch_size}")
         self._check_same_steps_per_epoch(self._inputs[3])
+        if self.cfg.auxiliary:
+            check_auxiliary_fits(self.cfg.layout, self._inputs[2].image_shape)
 
     def _check_same_steps_per_epoch(self, steps_per_epoch: int) -> None:
         # A checkpoint is at the end of an epoch of the run's own length; history.json records where each epoch

@@ -98,6 +98,9 @@ def test_train_mistakes(tmp_path):
     # A TFDS set that is not prepared: how to provide it.
     _refused("train", f"--run_dir={run}", "--genotype=DARTS_V2", "--dataset=cifar10",
              f"--data_dir={tmp_path / 'tfds'}", *tiny, names=["cifar-10-binary.tar.gz", "--download"])
+    # Images too small for the auxiliary head (16 → 8 → 4 at the second reduction; the 5×5 pool needs 8).
+    _refused("train", f"--run_dir={run}", "--genotype=DARTS_V2", "--image_size=16", *tiny[:-1],
+             names=["images 16×16 give (4, 4) there", "--auxiliary=false"])
     assert not run.exists()
 
 

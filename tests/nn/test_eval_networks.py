@@ -21,6 +21,7 @@ from hdas_tf.nn.eval_networks import (
     ConvBN,
     StageNetwork,
     build_eval_network,
+    check_auxiliary_fits,
     drop_path_rate_at,
 )
 from hdas_tf.space.genotypes import Genotype
@@ -260,6 +261,27 @@ def test_aux_head_layers_and_grid():
     assert y.shape == (3, 10)
     with pytest.raises(ValueError, match="too small"):
         AuxiliaryHead(10, "cifar").build((None, 4, 4, 16))
+
+
+@pytest.mark.parametrize("layout, sides", [("cifar", (16, 22, 28, 29)), ("imagenet", (128, 192, 193, 224))])
+def test_auxiliary_fit_known_before_the_network_is_built(layout, sides):
+    """The check a run makes before writing anything agrees with building the network: CIFAR needs 8 pixels
+    after two ceil-halvings (28 → 14 → 7 is short, 29 → 15 → 8 fits); ImageNet 7 after five (192 → 6,
+    193 → 7)."""
+    for side in sides:
+        try:
+            check_auxiliary_fits(layout, (side, side, 3))
+            predicted = True
+        except ValueError:
+            predicted = False
+        try:
+            ChainNetwork(DARTS_V2, 10, 4, 5, layout=layout, input_shape=(side, side, 3))
+            built = True
+        except ValueError as e:
+            assert "too small" in str(e)
+            built = False
+        assert predicted == built, side
+        assert predicted == (side in (29, 193, 224)), side
 
 
 def test_drop_path_statistics():
