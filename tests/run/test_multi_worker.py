@@ -57,6 +57,20 @@ def _digest(log_text):
     return found[0]
 
 
+def _assert_equals_one_process(run_dir, single, args):
+    """Runs ``args`` in one process over two replicas (--strategy=mirrored --logical_cpus=2) in ``single`` and
+    checks that its α is bit-identical to the multi-worker run's in ``run_dir``; returns the one-process α."""
+    proc = subprocess.run([sys.executable, "-m", "hdas_tf.search", f"--run_dir={single}", "--strategy=mirrored",
+                           "--logical_cpus=2", *args], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                          timeout=TIMEOUT_S)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    two, one = np.load(run_dir / "alphas.npz"), np.load(single / "alphas.npz")
+    assert sorted(two.files) == sorted(one.files) == ["alpha_normal", "alpha_reduce"]
+    for name in two.files:
+        np.testing.assert_array_equal(two[name], one[name])
+    return one
+
+
 @pytest.mark.slow  # three tiny searches, two of them side by side
 def test_two_workers_equal_a_one_process_run(tmp_path):
     run_dir = tmp_path / "run"  # one --run_dir for both workers, as on a shared file system
@@ -98,14 +112,8 @@ def test_two_workers_equal_a_one_process_run(tmp_path):
 
     # One process, the same global batch of 8 over two replicas: the same arithmetic, so the same bits.
     single = tmp_path / "single"
-    proc = subprocess.run([sys.executable, "-m", "hdas_tf.search", f"--run_dir={single}", "--strategy=mirrored",
-                           "--logical_cpus=2", *TINY], cwd=ROOT, env=_env(), capture_output=True, text=True,
-                          timeout=TIMEOUT_S)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    two, one = np.load(run_dir / "alphas.npz"), np.load(single / "alphas.npz")
-    assert sorted(two.files) == sorted(one.files) == ["alpha_normal", "alpha_reduce"]
+    one = _assert_equals_one_process(run_dir, single, TINY)
     for i, name in enumerate(["alpha_normal", "alpha_reduce"]):
-        np.testing.assert_array_equal(two[name], one[name])
         # α's start (ArchitectureSearchModel: 1e-3·N(0, 1) seeded seed + i): four Adam steps of 3e-4 moved it,
         # so the equality is about the steps.
         start = keras.initializers.RandomNormal(stddev=1e-3, seed=i)(one[name].shape).numpy()
@@ -190,12 +198,4 @@ def test_sigterm_to_one_worker_stops_both_then_resume_is_bit_identical(tmp_path)
     assert _digest(chief) == _digest(other)
 
     # Uninterrupted, one process with the same global batch over two replicas: the same bits.
-    single = tmp_path / "single"
-    proc = subprocess.run([sys.executable, "-m", "hdas_tf.search", f"--run_dir={single}", "--strategy=mirrored",
-                           "--logical_cpus=2", *PREEMPT], cwd=ROOT, env=_env(), capture_output=True, text=True,
-                          timeout=TIMEOUT_S)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    a, b = np.load(run_dir / "alphas.npz"), np.load(single / "alphas.npz")
-    assert sorted(a.files) == sorted(b.files) == ["alpha_normal", "alpha_reduce"]
-    for name in a.files:
-        np.testing.assert_array_equal(a[name], b[name])
+    _assert_equals_one_process(run_dir, tmp_path / "single", PREEMPT)
