@@ -5,6 +5,7 @@ hdas_tf is imported as installed (scripts/setup_env.sh installs the checkout edi
 
 import os
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -41,3 +42,18 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def search_batch():
+    """``make(n=8, seed=1)``: one random search batch ``((x_train, y_train), (x_val, y_val))`` of 8×8×3 float32
+    images and int32 labels in 0..3, as the small supernet tests feed their steps."""
+    def make(n=8, seed=1):
+        rng = np.random.default_rng(seed)
+        xt = tf.constant(rng.normal(size=(n, 8, 8, 3)), tf.float32)
+        xv = tf.constant(rng.normal(size=(n, 8, 8, 3)), tf.float32)
+        yt = tf.constant(rng.integers(0, 4, n), tf.int32)
+        yv = tf.constant(rng.integers(0, 4, n), tf.int32)
+        return (xt, yt), (xv, yv)
+
+    return make

@@ -113,6 +113,8 @@ class ConvBN(keras.layers.Layer):
 # Stride-2 steps from the images to the auxiliary head's input: CIFAR's two reductions; ImageNet's three stem
 # convolutions to stem1, then its two reductions (224 → 7).
 _AUX_HALVINGS = {"cifar": 2, "imagenet": 5}
+# The stride of the head's 5×5 average pool (the reference's: 8×8 → 2×2 on CIFAR, 7×7 → 2×2 on ImageNet).
+_AUX_POOL_STRIDE = {"cifar": 3, "imagenet": 2}
 
 
 def check_auxiliary_fits(layout: str, image_shape) -> None:
@@ -121,7 +123,7 @@ def check_auxiliary_fits(layout: str, image_shape) -> None:
     shape = (None, *tuple(image_shape)[:2], None)
     for _ in range(_AUX_HALVINGS[layout]):
         shape = ops._strided_shape(shape, 2, None)  # every stride-2 op of the networks: ceil(n / 2)
-    AuxiliaryHead._check_fits(shape, 3 if layout == "cifar" else 2, tuple(image_shape))
+    AuxiliaryHead._check_fits(shape, _AUX_POOL_STRIDE[layout], tuple(image_shape))
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -147,20 +149,24 @@ class AuxiliaryHead(keras.layers.Layer):
         if layout not in LAYOUTS:
             raise ValueError(f"AuxiliaryHead: layout must be one of {LAYOUTS}, received {layout!r}")
         self.num_classes, self.layout = num_classes, layout
-        self.pool_stride = 3 if layout == "cifar" else 2
+        self.pool_stride = _AUX_POOL_STRIDE[layout]
         self.bn_1 = ops.batch_norm(True, True, name="bn_1")
         self.bn_2 = ops.batch_norm(True, True, name="bn_2") if layout == "cifar" else None
         self.classifier = keras.layers.Dense(num_classes, kernel_initializer=ops.torch_init(), name="classifier")
 
+    @staticmethod
+    def _pooled(shape, pool_stride: int) -> list:
+        """Spatial sizes [H, W] after the 5×5 pool (None where unknown)."""
+        return [None if n is None else (n - 5) // pool_stride + 1 for n in shape[1:3]]
+
     def _spatial(self, shape):
         """Spatial sizes [H, W] after the pool and after the 2×2 conv (None where unknown)."""
-        pooled = [None if n is None else (n - 5) // self.pool_stride + 1 for n in shape[1:3]]
+        pooled = self._pooled(shape, self.pool_stride)
         return pooled, [None if n is None else n - 1 for n in pooled]
 
     @staticmethod
     def _check_fits(shape, pool_stride: int, images=None):
-        pooled = [None if n is None else (n - 5) // pool_stride + 1 for n in shape[1:3]]
-        if any(n is not None and n < 2 for n in pooled):
+        if any(n is not None and n < 2 for n in AuxiliaryHead._pooled(shape, pool_stride)):
             source = f"images {images[0]}×{images[1]} give {tuple(shape)[1:3]} there" if images else \
                 f"input {tuple(shape)}"
             raise ConfigError(f"AuxiliaryHead: {source}, too small for the 5×5 pool (stride {pool_stride}) and "

@@ -20,6 +20,8 @@ import time
 import tensorflow as tf
 from absl import logging
 
+from hdas_tf.run.strategy import sum_over_workers
+
 
 class Interrupted(Exception):
     """The loop stopped on a signal after writing a checkpoint at ``step`` (``path``). ``elsewhere``: the signal
@@ -111,12 +113,7 @@ class WorkerAgreement:
         if not self.multi_worker:
             return
         self.chief = bool(strategy.extended.should_checkpoint)
-
-        @tf.function
-        def total(local):
-            return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.identity(local)), axis=None)
-
-        self._total = total
+        self._total = sum_over_workers(strategy)
 
     def __call__(self, signum: int | None, due: bool) -> tuple[int | None, bool, bool]:
         if not self.multi_worker:

@@ -21,6 +21,7 @@ from absl import logging
 from hdas_tf.files import write_json_atomic
 from hdas_tf.run import run_dir as run_dirs
 from hdas_tf.run.checkpoints import Interrupted, SaveSchedule, StopSignals, WorkerAgreement, restore_newest_readable
+from hdas_tf.run.strategy import sum_over_workers
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -244,14 +245,8 @@ def _check_same_start(strategy, step: int) -> None:
     not read the chief's checkpoints would otherwise train from scratch beside the resumed ones, silently)."""
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return
-    n = strategy.num_replicas_in_sync
-    value = tf.constant(float(step), tf.float32)  # exact below 2^24 steps
-
-    @tf.function
-    def total():
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.identity(value)), axis=None)
-
-    if float(total()) != float(step) * n:
+    total = sum_over_workers(strategy)(tf.constant(float(step), tf.float32))  # exact below 2^24 steps
+    if float(total) != float(step) * strategy.num_replicas_in_sync:
         raise ValueError(f"the workers start from different steps (this one from {step}): every worker must see "
                          "the chief's RUN_DIR/checkpoints at the same path to resume (a shared file system, or a copy)")
 

@@ -82,3 +82,16 @@ def distributed_step(strategy, fn, jit_compile: bool = False):
         return tf.nest.map_structure(lambda v: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None), per_replica)
 
     return step
+
+
+def sum_over_workers(strategy):
+    """A tf.function ``total(value)``: the sum over every replica of the run of the host value each process passes
+    in (each process's value counts once per local replica). It is how the workers of a multi-worker run agree
+    on a host decision at the same step (``run.loop``, ``run.checkpoints.WorkerAgreement``)."""
+    import tensorflow as tf
+
+    @tf.function
+    def total(value):
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.identity(value)), axis=None)
+
+    return total

@@ -47,15 +47,6 @@ def _search_model(mode="off", seed=0):
     return model
 
 
-def _batch(n=8, seed=1):
-    rng = np.random.default_rng(seed)
-    xt = tf.constant(rng.normal(size=(n, *IMAGE)), tf.float32)
-    xv = tf.constant(rng.normal(size=(n, *IMAGE)), tf.float32)
-    yt = tf.constant(rng.integers(0, 4, n), tf.int32)
-    yv = tf.constant(rng.integers(0, 4, n), tf.int32)
-    return (xt, yt), (xv, yv)
-
-
 def _step(model, jit_compile=False):
     return distributed_step(tf.distribute.get_strategy(), model.train_step, jit_compile)
 
@@ -70,7 +61,7 @@ def test_policy_names_and_scope_restores_the_global_policy():
         policy_name("fp8")
 
 
-def test_bf16_search_step_keeps_the_architecture_float32_and_matches_float32():
+def test_bf16_search_step_keeps_the_architecture_float32_and_matches_float32(search_batch):
     m32, m16 = _search_model("off"), _search_model("bf16")
     # Same seed: the same float32 starting values (a mixed policy keeps its variables float32).
     for a, b in zip(m32.variables, m16.variables):
@@ -84,7 +75,7 @@ def test_bf16_search_step_keeps_the_architecture_float32_and_matches_float32():
         return call(images, arch, training=training)
 
     m16.supernet.call = spy
-    batch = _batch()
+    batch = search_batch()
     (_, _), (xv, yv) = batch
     g32 = tf.function(m32.arch_gradients)(xv, yv)[0]
     g16 = tf.function(m16.arch_gradients)(xv, yv)[0]
@@ -129,12 +120,12 @@ def test_flat_sgd_loss_scale_by_hand():
     assert int(opt.iterations.numpy()) == 3
 
 
-def test_fp16_search_step_runs_with_loss_scaling():
+def test_fp16_search_step_runs_with_loss_scaling(search_batch):
     model = _search_model("fp16")
     assert isinstance(model.a_optimizer, keras.optimizers.LossScaleOptimizer)
     step = _step(model)
     for seed in range(3):
-        out = {k: float(v) for k, v in step(_batch(seed=seed)).items()}
+        out = {k: float(v) for k, v in step(search_batch(seed=seed)).items()}
         assert np.isfinite(out["loss_w"]) and np.isfinite(out["loss_a"])
     scale = model.w_optimizer.loss_scale
     skipped = 3 - int(model.w_optimizer.iterations.numpy())
@@ -146,9 +137,9 @@ def test_fp16_search_step_runs_with_loss_scaling():
 
 
 @pytest.mark.slow  # ~45 s on a loaded 2-core host: XLA compiles the whole step
-def test_jit_compiled_step_gives_the_float32_step():
+def test_jit_compiled_step_gives_the_float32_step(search_batch):
     plain, xla = _search_model("off"), _search_model("off")
-    batch = _batch()
+    batch = search_batch()
     out = {k: float(v) for k, v in _step(plain)(batch).items()}
     out_xla = {k: float(v) for k, v in _step(xla, jit_compile=True)(batch).items()}
     assert out.keys() == out_xla.keys()

@@ -29,15 +29,6 @@ def _model(unrolled=False, seed=0, grad_clip=5.0, space=None):
     return model
 
 
-def _batch(n=8, seed=1):
-    rng = np.random.default_rng(seed)
-    xt = tf.constant(rng.normal(size=(n, *IMAGE)), tf.float32)
-    xv = tf.constant(rng.normal(size=(n, *IMAGE)), tf.float32)
-    yt = tf.constant(rng.integers(0, 4, n), tf.int32)
-    yv = tf.constant(rng.integers(0, 4, n), tf.int32)
-    return (xt, yt), (xv, yv)
-
-
 def _copy_variables(src, dst):
     assert len(src.variables) == len(dst.variables)
     for a, b in zip(src.variables, dst.variables):
@@ -80,9 +71,9 @@ def test_every_kernel_gets_its_own_initial_values():
     assert np.abs(stem).max() <= 1 / np.sqrt(3 * 3 * 3) and np.abs(stem).max() > 0.5 / np.sqrt(27)
 
 
-def test_arch_gradient_is_taken_at_the_current_weights():
+def test_arch_gradient_is_taken_at_the_current_weights(search_batch):
     model = _model()
-    _, (xv, yv) = _batch()
+    _, (xv, yv) = search_batch()
     g_before = [g.numpy() for g in model.arch_gradients(xv, yv)[0]]
     # Change the weights (as a weight step would): the architecture gradient must change with them.
     # A network frozen at start-up (the official H-DAS code) would return g_before again.
@@ -96,10 +87,10 @@ def test_arch_gradient_is_taken_at_the_current_weights():
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
 
 
-def test_train_step_arch_update_uses_gradient_at_current_weights():
+def test_train_step_arch_update_uses_gradient_at_current_weights(search_batch):
     """The α update of one step equals Adam's first step on ∇_A L_val computed at the weights before it."""
     model = _model()
-    batch = _batch()
+    batch = search_batch()
     a0 = [v.numpy() for v in model.arch_variables]
     g = [gi.numpy() + 1e-3 * a for gi, a in zip(model.arch_gradients(*batch[1])[0], a0)]  # + coupled L2
     tf.function(model.train_step)(batch)
@@ -110,9 +101,9 @@ def test_train_step_arch_update_uses_gradient_at_current_weights():
         np.testing.assert_allclose(v.numpy(), expected, rtol=1e-4, atol=1e-7)
 
 
-def test_weight_step_is_sgd_with_coupled_decay_after_clipping():
+def test_weight_step_is_sgd_with_coupled_decay_after_clipping(search_batch):
     model = _model(grad_clip=0.01)  # a clip that binds
-    batch = _batch()
+    batch = search_batch()
     (xt, yt), _ = batch
     step = tf.function(model.train_step)
     w0 = [v.numpy() for v in model.weight_variables]
@@ -169,8 +160,8 @@ def test_flat_sgd_is_torch_sgd_with_momentum_decay_and_clipping():
 # reduction at trace time): run with --run-slow. ops' BN parity test covers the replica path by default.
 @pytest.mark.slow
 @pytest.mark.parametrize("unrolled", [False, True])
-def test_one_device_equals_two_replicas(unrolled):
-    batch = _batch(8)
+def test_one_device_equals_two_replicas(unrolled, search_batch):
+    batch = search_batch(8)
     single = _model(unrolled)
     strategy = make_strategy("mirrored")  # one per process (collective keys), over conftest's two logical CPUs
     assert strategy.num_replicas_in_sync == 2
@@ -219,14 +210,14 @@ class SmoothSupernet(keras.layers.Layer):
         return h @ self.v
 
 
-def test_second_order_gradient_matches_exact_unrolled_derivative():
+def test_second_order_gradient_matches_exact_unrolled_derivative(search_batch):
     """DARTS Eq. 7–8: the finite-difference arch gradient ≈ d/dA L_val(w − ξ∇_w L_train(w, A), A), exactly
     differentiated here with nested tapes (a Hessian-vector product)."""
     keras.utils.set_random_seed(3)
     model = ArchitectureSearchModel(SmoothSupernet(), {"alpha": (3,)}, unrolled=True, seed=3)
     model.build_all(IMAGE, keras.optimizers.SGD(0.5, momentum=0.9), keras.optimizers.Adam(3e-3))
     model.arch_variables[0].assign([0.3, -0.2, 0.1])
-    (xt, yt), (xv, yv) = _batch(16)
+    (xt, yt), (xv, yv) = search_batch(16)
     xi = float(model.w_optimizer.learning_rate)
     got, _, _ = model._unrolled_arch_grads(xt, yt, xv, yv)
 
@@ -254,7 +245,7 @@ def test_second_order_gradient_matches_exact_unrolled_derivative():
     assert np.abs(first - exact).max() > 0.05 * np.abs(exact).max()
 
 
-def test_second_order_gradient_of_a_conv_supernet_equals_the_formula_with_every_gradient():
+def test_second_order_gradient_of_a_conv_supernet_equals_the_formula_with_every_gradient(search_batch):
     """On the DARTS supernet (conv blocks with hand-written backward passes), the step takes ∇_A alone in the
     w± passes (filter gradients left out) and ∇_w alone in the first: the same Eq. 7–8 gradient as every
     gradient of every pass by plain autodiff."""
@@ -262,7 +253,7 @@ def test_second_order_gradient_of_a_conv_supernet_equals_the_formula_with_every_
     rng = np.random.default_rng(4)
     for v in model.arch_variables:
         v.assign(rng.normal(scale=0.5, size=v.shape).astype(np.float32))
-    (xt, yt), (xv, yv) = _batch(8)
+    (xt, yt), (xv, yv) = search_batch(8)
     got = [g.numpy() for g in model._unrolled_arch_grads(xt, yt, xv, yv)[0]]
 
     tv = list(model.trainable_variables)
